@@ -1,0 +1,117 @@
+// `maas run` and `maas tokenize`: load a GGUF model and generate from a prompt, or show its tokens.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <iostream>
+#include <iterator>
+#include <stdexcept>
+
+#include "cli/commands.h"
+#include "engine/sampler.h"
+#include "gguf/gguf.h"
+#include "model/model.h"
+#include "tensor/thread_pool.h"
+#include "tokenizer/tokenizer.h"
+
+namespace maas::cli {
+
+namespace {
+
+void write_out(const std::string& s) {
+  if (!s.empty()) {
+    std::fwrite(s.data(), 1, s.size(), stdout);
+    std::fflush(stdout);
+  }
+}
+
+struct RunOptions {
+  std::string model_path, prompt;
+  int n_predict = 128;
+  engine::SamplingParams sampling;
+  bool echo = false;
+  int threads = 0;
+  int64_t n_ctx = 0;
+};
+
+void run(const RunOptions& o) {
+  auto file = gguf::File::open(o.model_path);
+  auto tok = tokenizer::Tokenizer::from_gguf(file);
+  auto model = model::Model::load(file);
+  if (tok->n_vocab() != model->hparams().n_vocab) {
+    throw std::runtime_error(fmt::format("{}: the tokenizer has {} tokens but the model's vocabulary has {}",
+                                         o.model_path, tok->n_vocab(), model->hparams().n_vocab));
+  }
+  tensor::ThreadPool pool(o.threads);
+  model::Session session(*model, o.n_ctx, &pool);
+  std::vector<int32_t> prompt = tok->encode(o.prompt, /*add_special=*/true, /*parse_special=*/true);
+  if (prompt.empty()) throw std::runtime_error("the prompt is empty and the model adds no BOS token");
+  if (static_cast<int64_t>(prompt.size()) >= session.n_ctx()) {
+    throw std::runtime_error(fmt::format("the prompt has {} tokens; the context holds {}", prompt.size(),
+                                         session.n_ctx()));
+  }
+  tokenizer::StreamDecoder decoder(*tok);
+  if (o.echo) {
+    for (int32_t t : prompt) write_out(decoder.push(t));
+  }
+  engine::Sampler sampler(o.sampling);
+  auto logits = session.eval(prompt);
+  for (int i = 0; i < o.n_predict; ++i) {
+    const int32_t next = sampler.sample(logits);
+    if (tok->is_eog(next)) break;
+    write_out(decoder.push(next));
+    if (session.n_past() >= session.n_ctx()) break;
+    const int32_t one[1] = {next};
+    logits = session.eval(one);
+  }
+  write_out(decoder.flush());
+  write_out("\n");
+}
+
+}  // namespace
+
+void add_run_command(CLI::App& app, int& exit_code) {
+  auto o = std::make_shared<RunOptions>();
+  CLI::App* cmd = app.add_subcommand("run", "Generate text from a prompt and stream it to stdout");
+  cmd->add_option("-m,--model", o->model_path, "GGUF model file")->required();
+  cmd->add_option("-p,--prompt", o->prompt, "Prompt text")->required();
+  cmd->add_option("-n,--n-predict", o->n_predict, "Most tokens to generate")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-k", o->sampling.top_k, "Keep the K most likely tokens (0: all)");
+  cmd->add_option("--top-p", o->sampling.top_p, "Nucleus sampling threshold")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--seed", o->sampling.seed, "Random seed");
+  cmd->add_option("-t,--threads", o->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("-c,--ctx-size", o->n_ctx, "Context size (0: the model's)")->check(CLI::NonNegativeNumber);
+  cmd->add_flag("--echo", o->echo, "Print the prompt before the continuation");
+  cmd->callback([o, &exit_code] {
+    run(*o);
+    exit_code = 0;
+  });
+}
+
+void add_tokenize_command(CLI::App& app, int& exit_code) {
+  struct Opts {
+    std::string model_path, text;
+    bool no_bos = false, parse_special = false, from_stdin = false;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = app.add_subcommand("tokenize", "Print the token ids of a text");
+  cmd->add_option("-m,--model", o->model_path, "GGUF model or vocabulary file")->required();
+  CLI::Option* text_opt = cmd->add_option("text", o->text, "Text to tokenize");
+  cmd->add_flag("--no-bos", o->no_bos, "Do not add BOS/EOS tokens");
+  cmd->add_flag("--parse-special", o->parse_special, "Turn special-token text into special tokens");
+  cmd->add_flag("--stdin", o->from_stdin, "Read the text from standard input");
+  cmd->callback([o, text_opt, &exit_code] {
+    if (o->from_stdin == (text_opt->count() > 0)) throw std::runtime_error("give either TEXT or --stdin");
+    std::string text = o->text;
+    if (o->from_stdin) text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+    auto file = gguf::File::open(o->model_path);
+    auto tok = tokenizer::Tokenizer::from_gguf(file);
+    auto ids = tok->encode(text, !o->no_bos, o->parse_special);
+    std::string line;
+    for (size_t i = 0; i < ids.size(); ++i) line += (i ? " " : "") + std::to_string(ids[i]);
+    write_out(line + "\n");
+    exit_code = 0;
+  });
+}
+
+}  // namespace maas::cli

@@ -1,0 +1,14 @@
+// Subcommands of the maas binary. Each registers its options on the app and returns the exit
+// code through the callback it installs.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace maas::cli {
+
+void add_run_command(CLI::App& app, int& exit_code);
+void add_tokenize_command(CLI::App& app, int& exit_code);
+void add_info_command(CLI::App& app, int& exit_code);
+void add_convert_command(CLI::App& app, int& exit_code);
+
+}  // namespace maas::cli

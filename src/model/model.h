@@ -1,0 +1,112 @@
+// Decoder-only transformer models read from GGUF: architecture, hyper-parameters and weights
+// (pointers into the file's mapping), and a forward pass with a KV cache.
+//
+// Architectures: "llama" (Llama 1/2/3, Mistral, TinyLlama; RoPE on adjacent pairs, optional
+// rope_freqs for Llama 3 scaling, tied or separate output), "qwen2" (Q/K/V biases, RoPE on split
+// halves), "qwen3" (per-head RMSNorm of Q and K, split-half RoPE, explicit head size).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "gguf/gguf.h"
+#include "tensor/ops.h"
+
+namespace maas::tensor {
+class ThreadPool;
+}
+
+namespace maas::model {
+
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class Arch { Llama, Qwen2, Qwen3 };
+// How RoPE pairs the dimensions of a head: (2i, 2i+1) or (i, i + rope_dim/2).
+enum class RopeStyle { AdjacentPairs, SplitHalves };
+
+struct HParams {
+  std::string arch_name;
+  Arch arch = Arch::Llama;
+  int64_t n_vocab = 0;
+  int64_t n_embd = 0;
+  int64_t n_layer = 0;
+  int64_t n_head = 0;
+  int64_t n_head_kv = 0;
+  int64_t head_dim = 0;  // per-head size of Q and K (and V)
+  int64_t n_ff = 0;
+  int64_t n_ctx_train = 0;
+  float rms_eps = 1e-5f;
+  float rope_base = 10000.0f;
+  int64_t rope_dim = 0;      // leading dims of each head that RoPE rotates
+  float rope_freq_scale = 1.0f;  // linear scaling: positions are multiplied by this
+  RopeStyle rope_style = RopeStyle::AdjacentPairs;
+};
+
+struct LayerWeights {
+  std::vector<float> attn_norm, ffn_norm;
+  tensor::MatrixView wq, wk, wv, wo;
+  std::vector<float> bq, bk, bv;          // qwen2 (empty when absent)
+  std::vector<float> q_norm, k_norm;      // qwen3 (empty when absent)
+  tensor::MatrixView ffn_gate, ffn_up, ffn_down;
+};
+
+class Model {
+ public:
+  // Reads hyper-parameters and binds the weights. The file must outlive the model. Throws
+  // model::Error listing every missing or misshapen tensor, or naming an unknown architecture.
+  static std::unique_ptr<Model> load(const gguf::File& file);
+
+  const HParams& hparams() const { return hp_; }
+  const tensor::MatrixView& token_embd() const { return token_embd_; }
+  const tensor::MatrixView& output() const { return output_; }
+  const std::vector<float>& output_norm() const { return output_norm_; }
+  const std::vector<LayerWeights>& layers() const { return layers_; }
+  const std::vector<float>& rope_freq_factors() const { return rope_freqs_; }  // empty if none
+  bool tied_output() const { return tied_; }
+
+ private:
+  HParams hp_;
+  tensor::MatrixView token_embd_, output_;
+  std::vector<float> output_norm_;
+  std::vector<LayerWeights> layers_;
+  std::vector<float> rope_freqs_;
+  bool tied_ = false;
+};
+
+// One sequence's state: a KV cache and the position of the next token.
+class Session {
+ public:
+  // n_ctx: the most positions this session can hold (0: the model's training context).
+  Session(const Model& model, int64_t n_ctx, tensor::ThreadPool* pool);
+
+  // Appends tokens at positions n_past().. and runs them through the model. Returns the logits
+  // of the last token (n_vocab floats); if all_logits is given, it receives every token's logits
+  // ([tokens.size()][n_vocab]). Throws model::Error if the context would overflow or a token id
+  // is out of range.
+  std::span<const float> eval(std::span<const int32_t> tokens,
+                              std::vector<float>* all_logits = nullptr);
+
+  int64_t n_past() const { return n_past_; }
+  int64_t n_ctx() const { return n_ctx_; }
+  void reset() { n_past_ = 0; }
+
+ private:
+  void attention(int64_t layer, int64_t n_tokens, const float* q, float* out);
+
+  const Model& model_;
+  tensor::ThreadPool* pool_;
+  int64_t n_ctx_;
+  int64_t n_past_ = 0;
+  std::vector<float> k_cache_, v_cache_;  // [layer][n_ctx][n_head_kv * head_dim]
+  std::vector<float> logits_;
+};
+
+}  // namespace maas::model

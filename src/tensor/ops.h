@@ -1,0 +1,41 @@
+// Reference CPU operators of the forward pass. Each row's reduction runs in a fixed order that
+// does not depend on how many tokens are processed together, so a token's result is the same
+// whether it is evaluated alone or in a batch (batch invariance).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "gguf/tensor_type.h"
+
+namespace maas::tensor {
+
+class ThreadPool;
+
+// A row-major matrix of `rows` rows with `cols` elements each, stored in a GGUF weight type.
+struct MatrixView {
+  gguf::TensorType type = gguf::TensorType::F32;
+  const uint8_t* data = nullptr;
+  int64_t cols = 0;
+  int64_t rows = 0;
+  size_t row_bytes = 0;
+};
+
+// y[t][r] = sum_c w[r][c] * x[t][c] for t < n_tokens. x is [n_tokens][cols], y [n_tokens][rows].
+// Rows are split across the pool's threads (pool may be null: run on the caller).
+void matmul(const MatrixView& w, const float* x, int64_t n_tokens, float* y, ThreadPool* pool);
+
+// Dequantizes row r of w into out (w.cols floats).
+void get_row(const MatrixView& w, int64_t r, float* out);
+
+// out = x / sqrt(mean(x^2) + eps) * weight, over n elements (weight may be null: no scaling).
+void rms_norm(const float* x, const float* weight, int64_t n, float eps, float* out);
+
+// In-place softmax over n elements.
+void softmax(float* x, int64_t n);
+
+inline float silu(float x) { return x / (1.0f + __builtin_expf(-x)); }
+
+float dot(const float* a, const float* b, int64_t n);
+
+}  // namespace maas::tensor
