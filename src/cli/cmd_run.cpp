@@ -1,6 +1,8 @@
 // `maas run` and `maas tokenize`: load a GGUF model and generate from a prompt, or show its tokens.
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <iterator>
@@ -29,6 +31,7 @@ struct RunOptions {
   int n_predict = 128;
   engine::SamplingParams sampling;
   bool echo = false;
+  bool stats = false;
   int threads = 0;
   int64_t n_ctx = 0;
 };
@@ -54,10 +57,15 @@ void run(const RunOptions& o) {
     for (int32_t t : prompt) write_out(decoder.push(t));
   }
   engine::Sampler sampler(o.sampling);
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
   auto logits = session.eval(prompt);
+  const auto t1 = Clock::now();
+  int generated = 0;
   for (int i = 0; i < o.n_predict; ++i) {
     const int32_t next = sampler.sample(logits);
     if (tok->is_eog(next)) break;
+    ++generated;
     write_out(decoder.push(next));
     if (session.n_past() >= session.n_ctx()) break;
     const int32_t one[1] = {next};
@@ -65,6 +73,16 @@ void run(const RunOptions& o) {
   }
   write_out(decoder.flush());
   write_out("\n");
+  if (o.stats) {
+    const auto t2 = Clock::now();
+    const double prefill_s = std::chrono::duration<double>(t1 - t0).count();
+    const double decode_s = std::chrono::duration<double>(t2 - t1).count();
+    // The last sampled token is never evaluated, so decode ran generated - 1 forward passes.
+    const int decode_passes = std::max(0, generated - 1);
+    std::fprintf(stderr, "prompt: %zu tokens in %.1f ms (%.1f tok/s)\ndecode: %d tokens in %.1f ms (%.1f tok/s)\n",
+                 prompt.size(), prefill_s * 1e3, static_cast<double>(prompt.size()) / prefill_s, generated,
+                 decode_s * 1e3, decode_passes > 0 ? decode_passes / decode_s : 0.0);
+  }
 }
 
 }  // namespace
@@ -82,6 +100,7 @@ void add_run_command(CLI::App& app, int& exit_code) {
   cmd->add_option("-t,--threads", o->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
   cmd->add_option("-c,--ctx-size", o->n_ctx, "Context size (0: the model's)")->check(CLI::NonNegativeNumber);
   cmd->add_flag("--echo", o->echo, "Print the prompt before the continuation");
+  cmd->add_flag("--stats", o->stats, "Print prompt and decode speed to stderr at the end");
   cmd->callback([o, &exit_code] {
     run(*o);
     exit_code = 0;

@@ -269,7 +269,8 @@ bool spm_add_space_prefix(const json& tok) {
     const json* content = member(*n, "content");
     const json* pattern = member(*n, "pattern");
     const json* str = pattern != nullptr ? member(*pattern, "String") : nullptr;
-    if (t == "Prepend" && content != nullptr && *content == kSpace) {
+    const json* prepend = member(*n, "prepend");
+    if (t == "Prepend" && prepend != nullptr && *prepend == kSpace) {
       prefix = true;
     } else if (t == "Replace" && str != nullptr && *str == " " && content != nullptr &&
                *content == kSpace) {

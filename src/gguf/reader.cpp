@@ -27,6 +27,11 @@ constexpr uint64_t kDefaultAlignment = 32;
 constexpr uint64_t kMinKvBytes = 8 + 4 + 1;
 constexpr uint64_t kMinTensorInfoBytes = 8 + 4 + 8 + 4 + 8;
 constexpr uint32_t kNumValueTypes = 13;
+// Most array items held in memory, over all keys. A decoded item takes up to 40 times its bytes
+// on disk (a one-byte uint8 becomes a Value), so a bound on the file size alone would still let a
+// hostile file ask for gigabytes. Real vocabularies use about a million (tokens, scores, types,
+// merges of a 256k-token vocabulary).
+constexpr uint64_t kMaxArrayItems = uint64_t{1} << 24;
 
 // A name as it appears in a message: single-quoted, non-printable bytes escaped, long names cut.
 std::string display(std::string_view name) {
@@ -85,6 +90,7 @@ class Cursor {
   explicit Cursor(std::span<const uint8_t> bytes) : bytes_(bytes) {}
 
   std::string where = "header";
+  uint64_t array_items_left = kMaxArrayItems;
 
   size_t pos() const { return pos_; }
   uint64_t remaining() const { return bytes_.size() - pos_; }
@@ -184,6 +190,11 @@ Value read_value(Cursor& c, ValueType type, int depth) {
       a.elem_type = read_value_type(c, "array element type");
       const uint64_t count = c.u64("array count");
       c.check_count(count, min_value_size(a.elem_type), "array");
+      if (count > c.array_items_left) {
+        c.fail(fmt::format("array of {} items exceeds the limit of {} array items per file", count,
+                           kMaxArrayItems));
+      }
+      c.array_items_left -= count;
       a.items.reserve(count);
       for (uint64_t i = 0; i < count; ++i) a.items.push_back(read_value(c, a.elem_type, depth + 1));
       return Value(std::move(a));
@@ -383,7 +394,8 @@ File File::open(const std::string& path) {
   auto fail = [&path](std::string_view msg) -> Error {
     return Error(fmt::format("gguf: {}: {}", path, msg));
   };
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below as not regular.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw fail(fmt::format("cannot open: {}", std::strerror(errno)));
   struct stat st {};
   if (fstat(fd, &st) != 0) {

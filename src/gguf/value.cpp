@@ -100,11 +100,10 @@ void append_value(std::string& out, const Value& v, size_t max_items) {
 }
 
 [[noreturn]] void wrong_type(const Value& v, std::string_view wanted) {
-  std::string got(value_type_name(v.type()));
-  if (v.type() != ValueType::ARRAY && v.type() != ValueType::STRING) {
-    got += " " + v.to_string();
+  if (v.type() == ValueType::ARRAY || v.type() == ValueType::STRING) {
+    throw Error(fmt::format("expected {}, got {}", wanted, value_type_name(v.type())));
   }
-  throw Error(fmt::format("expected {}, got {}", wanted, got));
+  throw Error(fmt::format("expected {}, got {} {}", wanted, value_type_name(v.type()), v.to_string()));
 }
 
 }  // namespace

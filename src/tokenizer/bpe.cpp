@@ -45,12 +45,16 @@ class BpeTokenizer final : public VocabTokenizer {
   // Llama 3 (Hugging Face's ignore_merges): a piece that is a whole vocabulary entry is that
   // token, whatever the merges would make of it.
   bool ignore_merges_ = false;
+  // Qwen2's tokenizer.json normalizes text to NFC before pre-tokenizing (llama.cpp skips this,
+  // which changes the tokens of text that is not already composed).
+  bool nfc_ = false;
   std::unordered_map<uint64_t, Merge> merges_;  // by pair_key(left, right)
   std::array<Token, 256> byte_tokens_{};        // the token of each byte's alphabet character
 };
 
 BpeTokenizer::BpeTokenizer(const gguf::File& file) : pre_(read_pre_type(file)) {
   ignore_merges_ = pre_.type() == PreType::LLAMA3;
+  nfc_ = pre_.type() == PreType::QWEN2;
   load_vocab(file, "gpt2", /*default_add_bos=*/pre_.type() == PreType::LLAMA3);
   const size_t n = pieces_.size();
 
@@ -118,13 +122,19 @@ std::vector<Token> BpeTokenizer::encode(std::string_view text, bool add_special,
   std::vector<Token> out;
   begin_special(add_special, out);
   std::vector<std::string_view> words;
+  std::string normalized;
   for (const Fragment& fragment : split_special(text, parse_special)) {
     if (fragment.token >= 0) {
       out.push_back(fragment.token);
       continue;
     }
     words.clear();
-    pre_.split(fragment.text, words);
+    if (nfc_) {
+      normalized = unicode::to_nfc(fragment.text);
+      pre_.split(normalized, words);
+    } else {
+      pre_.split(fragment.text, words);
+    }
     for (std::string_view word : words) encode_word(word, out);
   }
   end_special(add_special, out);

@@ -24,6 +24,12 @@ void append_utf8(uint32_t cp, std::string& out);
 // Returns the number of bytes of s consumed.
 size_t append_sanitized(std::string_view s, bool at_end, std::string& out);
 
+// Unicode Normalization Form C (canonical decomposition, canonical ordering, canonical
+// composition), as Hugging Face's NFC normalizer applies it (Qwen tokenizers). Ill-formed bytes
+// pass through unchanged and block composition across them. Text that is already NFC comes back
+// unchanged.
+std::string to_nfc(std::string_view s);
+
 // GPT-2's byte-level alphabet: every byte maps to one printable code point; printable Latin-1
 // bytes map to themselves, the others to U+0100 onwards in byte order.
 uint32_t byte_to_codepoint(uint8_t b);

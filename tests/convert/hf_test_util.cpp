@@ -119,7 +119,7 @@ json spm_tokenizer() {
   tok["added_tokens"] = added;
   tok["normalizer"] = {{"type", "Sequence"},
                        {"normalizers",
-                        {{{"type", "Prepend"}, {"prepend", sp}, {"content", sp}},
+                        {{{"type", "Prepend"}, {"prepend", sp}},
                          {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", sp}}}}};
   tok["pre_tokenizer"] = nullptr;
   tok["post_processor"] = {{"type", "TemplateProcessing"},

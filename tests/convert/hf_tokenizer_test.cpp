@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <sstream>
 
 #include "convert/convert.h"
 #include "convert/hf.h"
@@ -258,22 +259,43 @@ TEST(HfTokenizerTest, SentencePieceStyleMatchesSentencePiece) {
   EXPECT_EQ(f.get_uint("tokenizer.ggml.unknown_token_id"), 0u);
   EXPECT_TRUE(v.tok->add_bos());
 
-  // The fixture is faithful where Hugging Face and SentencePiece agree; maas must match both.
-  std::vector<std::string> agreed;
-  std::vector<Ids> agreed_ids;
+  // The fixture must be faithful: Hugging Face on the generated tokenizer.json gives exactly
+  // SentencePiece's ids. Then maas must give them too.
   std::string disagreements;
   for (size_t i = 0; i < strings.size(); ++i) {
-    if (hf_ids[i] == spm_ids[i]) {
-      agreed.push_back(strings[i]);
-      agreed_ids.push_back(spm_ids[i]);
-    } else {
-      disagreements += "\n  " + json(strings[i]).dump();
-    }
+    if (hf_ids[i] != spm_ids[i]) disagreements += "\n  " + json(strings[i]).dump();
   }
-  EXPECT_GE(agreed.size(), strings.size() * 9 / 10)
+  EXPECT_TRUE(disagreements.empty())
       << "Hugging Face and SentencePiece differ on:" << disagreements;
-  expect_same_ids(*v.tok, agreed, agreed_ids, false, "llama2 vs SentencePiece");
-  expect_same_ids(*v.tok, strings, hf_ids, false, "llama2 vs Hugging Face");
+  expect_same_ids(*v.tok, strings, spm_ids, false, "llama2 vs SentencePiece");
+
+  // llama.cpp's converter, given the same vocabulary as tokenizer.model, wrote the same tokens
+  // and token types; its test vectors hold for our file too.
+  const std::string vocab = shared_dir() + "/vocab/ggml-vocab-llama-spm.gguf";
+  ASSERT_TRUE(fs::exists(vocab)) << vocab;
+  const auto ref = gguf::File::open(vocab);
+  EXPECT_EQ(f.get_string_array("tokenizer.ggml.tokens"),
+            ref.get_string_array("tokenizer.ggml.tokens"));
+  EXPECT_EQ(f.get_int_array("tokenizer.ggml.token_type"),
+            ref.get_int_array("tokenizer.ggml.token_type"));
+  const std::string inp = read_file(vocab + ".inp"), out = read_file(vocab + ".out");
+  const std::string sep = "\n__ggml_vocab_test__\n";
+  std::vector<std::string> texts;
+  for (size_t pos = 0, next; (next = inp.find(sep, pos)) != std::string::npos;
+       pos = next + sep.size()) {
+    texts.push_back(inp.substr(pos, next - pos));
+  }
+  std::vector<Ids> expected;
+  std::istringstream lines(out);
+  for (std::string line; std::getline(lines, line);) {
+    Ids ids;
+    std::istringstream nums(line);
+    for (int64_t id; nums >> id;) ids.push_back(id);
+    expected.push_back(ids);
+  }
+  ASSERT_GT(texts.size(), 10u);
+  ASSERT_EQ(texts.size(), expected.size());
+  expect_same_ids(*v.tok, texts, expected, false, "llama2 vs llama.cpp's test vectors");
 }
 
 }  // namespace

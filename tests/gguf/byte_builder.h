@@ -44,8 +44,8 @@ struct ByteBuilder {
   }
   // Key and value type id; the caller appends the value.
   ByteBuilder& key(std::string_view k, uint32_t type) { return str(k).u32(type); }
-  ByteBuilder& tensor_info(std::string_view name, const std::vector<uint64_t>& dims,
-                           uint32_t type, uint64_t offset) {
+  ByteBuilder& tensor_info(std::string_view name, const std::vector<uint64_t>& dims, uint32_t type,
+                           uint64_t offset) {
     str(name).u32(static_cast<uint32_t>(dims.size()));
     for (uint64_t d : dims) u64(d);
     return u32(type).u64(offset);

@@ -20,35 +20,35 @@ constexpr uint32_t kQK = 256;
 const Expected kExpected[] = {
     {0, "f32", 1, 4},
     {1, "f16", 1, 2},
-    {2, "q4_0", 32, 2 + 32 / 2},                            // d, nibbles
-    {3, "q4_1", 32, 2 + 2 + 32 / 2},                        // d, m, nibbles
-    {6, "q5_0", 32, 2 + 4 + 32 / 2},                        // d, qh, nibbles
-    {7, "q5_1", 32, 2 + 2 + 4 + 32 / 2},                    // d, m, qh, nibbles
-    {8, "q8_0", 32, 2 + 32},                                // d, bytes
-    {9, "q8_1", 32, 2 + 2 + 32},                            // d, s, bytes
-    {10, "q2_k", kQK, kQK / 16 + kQK / 4 + 2 + 2},          // scales, qs, d, dmin
-    {11, "q3_k", kQK, kQK / 8 + kQK / 4 + 12 + 2},          // hmask, qs, scales, d
-    {12, "q4_k", kQK, 2 + 2 + 12 + kQK / 2},                // d, dmin, scales, qs
-    {13, "q5_k", kQK, 2 + 2 + 12 + kQK / 8 + kQK / 2},      // d, dmin, scales, qh, qs
-    {14, "q6_k", kQK, kQK / 2 + kQK / 4 + kQK / 16 + 2},    // ql, qh, scales, d
-    {15, "q8_k", kQK, 4 + kQK + kQK / 16 * 2},              // f32 d, qs, i16 bsums
-    {16, "iq2_xxs", kQK, 2 + kQK / 8 * 2},                  // d, u16 qs
-    {17, "iq2_xs", kQK, 2 + kQK / 8 * 2 + kQK / 32},        // d, u16 qs, scales
-    {18, "iq3_xxs", kQK, 2 + 3 * kQK / 8},                  // d, qs
-    {19, "iq1_s", kQK, 2 + kQK / 8 + kQK / 32 * 2},         // d, qs, u16 qh
-    {20, "iq4_nl", 32, 2 + 32 / 2},                         // d, qs
+    {2, "q4_0", 32, 2 + 32 / 2},                                      // d, nibbles
+    {3, "q4_1", 32, 2 + 2 + 32 / 2},                                  // d, m, nibbles
+    {6, "q5_0", 32, 2 + 4 + 32 / 2},                                  // d, qh, nibbles
+    {7, "q5_1", 32, 2 + 2 + 4 + 32 / 2},                              // d, m, qh, nibbles
+    {8, "q8_0", 32, 2 + 32},                                          // d, bytes
+    {9, "q8_1", 32, 2 + 2 + 32},                                      // d, s, bytes
+    {10, "q2_k", kQK, kQK / 16 + kQK / 4 + 2 + 2},                    // scales, qs, d, dmin
+    {11, "q3_k", kQK, kQK / 8 + kQK / 4 + 12 + 2},                    // hmask, qs, scales, d
+    {12, "q4_k", kQK, 2 + 2 + 12 + kQK / 2},                          // d, dmin, scales, qs
+    {13, "q5_k", kQK, 2 + 2 + 12 + kQK / 8 + kQK / 2},                // d, dmin, scales, qh, qs
+    {14, "q6_k", kQK, kQK / 2 + kQK / 4 + kQK / 16 + 2},              // ql, qh, scales, d
+    {15, "q8_k", kQK, 4 + kQK + kQK / 16 * 2},                        // f32 d, qs, i16 bsums
+    {16, "iq2_xxs", kQK, 2 + kQK / 8 * 2},                            // d, u16 qs
+    {17, "iq2_xs", kQK, 2 + kQK / 8 * 2 + kQK / 32},                  // d, u16 qs, scales
+    {18, "iq3_xxs", kQK, 2 + 3 * kQK / 8},                            // d, qs
+    {19, "iq1_s", kQK, 2 + kQK / 8 + kQK / 32 * 2},                   // d, qs, u16 qh
+    {20, "iq4_nl", 32, 2 + 32 / 2},                                   // d, qs
     {21, "iq3_s", kQK, 2 + kQK / 4 + kQK / 32 + kQK / 8 + kQK / 64},  // d, qs, qh, signs, scales
-    {22, "iq2_s", kQK, 2 + kQK / 4 + kQK / 32 + kQK / 32},  // d, qs, qh, scales
-    {23, "iq4_xs", kQK, 2 + 2 + kQK / 64 + kQK / 2},        // d, scales_h, scales_l, qs
+    {22, "iq2_s", kQK, 2 + kQK / 4 + kQK / 32 + kQK / 32},            // d, qs, qh, scales
+    {23, "iq4_xs", kQK, 2 + 2 + kQK / 64 + kQK / 2},                  // d, scales_h, scales_l, qs
     {24, "i8", 1, 1},
     {25, "i16", 1, 2},
     {26, "i32", 1, 4},
     {27, "i64", 1, 8},
     {28, "f64", 1, 8},
-    {29, "iq1_m", kQK, kQK / 8 + kQK / 16 + kQK / 32},     // qs, qh, scales
+    {29, "iq1_m", kQK, kQK / 8 + kQK / 16 + kQK / 32},  // qs, qh, scales
     {30, "bf16", 1, 2},
     {34, "tq1_0", kQK, (kQK - 4 * kQK / 64) / 5 + kQK / 64 + 2},  // qs, qh, d
-    {35, "tq2_0", kQK, kQK / 4 + 2},                        // qs, d
+    {35, "tq2_0", kQK, kQK / 4 + 2},                              // qs, d
 };
 
 TEST(TensorType, GeometryMatchesTheGgmlBlockLayouts) {
@@ -106,7 +106,8 @@ TEST(TensorType, BytesFor) {
   EXPECT_FALSE(bytes_for(static_cast<TensorType>(4), 32).has_value());
   // Overflow: 2^62 f32 elements are 2^64 bytes; the largest fitting count is fine.
   EXPECT_FALSE(bytes_for(TensorType::F32, uint64_t{1} << 62).has_value());
-  EXPECT_EQ(bytes_for(TensorType::F32, (uint64_t{1} << 62) - 1), std::numeric_limits<uint64_t>::max() - 3);
+  EXPECT_EQ(bytes_for(TensorType::F32, (uint64_t{1} << 62) - 1),
+            std::numeric_limits<uint64_t>::max() - 3);
   EXPECT_FALSE(bytes_for(TensorType::F64, std::numeric_limits<uint64_t>::max()).has_value());
   const uint64_t q8_blocks_max = std::numeric_limits<uint64_t>::max() / 34;
   EXPECT_EQ(bytes_for(TensorType::Q8_0, q8_blocks_max * 32), q8_blocks_max * 34);

@@ -97,6 +97,46 @@ TEST_P(ForwardTest, MatchesFloat64ReferenceAcrossKvCacheSteps) {
 INSTANTIATE_TEST_SUITE_P(Architectures, ForwardTest, ::testing::ValuesIn(cases()),
                          [](const auto& info) { return info.param.name; });
 
+// Quantized matrices: the reference computes with the dequantized weights, so the only
+// difference left is float32 arithmetic and the tolerance stays 1e-4.
+class QuantizedForwardTest : public ::testing::TestWithParam<gguf::TensorType> {};
+
+TEST_P(QuantizedForwardTest, MatchesReferenceOnDequantizedWeights) {
+  RandomModelSpec spec;
+  spec.embd = 256;  // rows of 256 fit every block size, k-quants included
+  spec.ff = 512;
+  spec.head_dim = 64;
+  spec.seed = 9;
+  RandomModel rm = make_random_model(spec);
+  gguf::Writer w;
+  rm.write(w, GetParam());
+  rm.round_trip_matrices(GetParam());
+  const std::string path = scratch_dir() + "/model.gguf";
+  w.write(path);
+  auto file = gguf::File::open(path);
+  ASSERT_EQ(file.tensor("blk.0.ffn_down.weight")->type, GetParam());
+  auto model = model::Model::load(file);
+  std::vector<int32_t> tokens = {3, 14, 15, 9, 26, 5, 35, 8, 9, 7};
+  const auto ref = reference_forward(rm, tokens);
+  model::Session s(*model, 0, nullptr);
+  std::vector<float> all;
+  s.eval(std::span<const int32_t>(tokens.data(), 6), &all);
+  for (size_t t = 0; t < 6; ++t) {
+    EXPECT_LT(max_rel_error({all.data() + t * 61, 61}, ref[t]), 1e-4) << "position " << t;
+  }
+  for (size_t t = 6; t < tokens.size(); ++t) {
+    auto last = s.eval(std::span<const int32_t>(tokens.data() + t, 1));
+    EXPECT_LT(max_rel_error(last, ref[t]), 1e-4) << "position " << t;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, QuantizedForwardTest,
+                         ::testing::Values(gguf::TensorType::F16, gguf::TensorType::BF16,
+                                           gguf::TensorType::Q8_0, gguf::TensorType::Q4_0,
+                                           gguf::TensorType::Q5_1, gguf::TensorType::Q4_K,
+                                           gguf::TensorType::Q6_K, gguf::TensorType::Q2_K),
+                         [](const auto& info) { return std::string(gguf::type_name(info.param)); });
+
 TEST(ForwardTest, ReferenceDetectsAWrongModel) {
   // The comparison can fail: perturb one weight and the logits move beyond the tolerance.
   RandomModel rm = make_random_model({});

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <complex>
 
+#include "tensor/quant.h"
+
 namespace maas::test {
 
 RandomModel make_random_model(const RandomModelSpec& s) {
@@ -54,7 +56,19 @@ RandomModel make_random_model(const RandomModelSpec& s) {
   return m;
 }
 
-void RandomModel::write(gguf::Writer& out) const {
+void RandomModel::round_trip_matrices(gguf::TensorType type) {
+  for (auto& [name, t] : tensors) {
+    if (t.first.size() != 2) continue;
+    const uint64_t row = t.first[0];
+    std::vector<uint8_t> q(*gguf::bytes_for(type, row));
+    for (size_t off = 0; off < t.second.size(); off += row) {
+      tensor::quantize_row(type, t.second.data() + off, q.data(), static_cast<int64_t>(row));
+      tensor::dequantize_row(type, q.data(), t.second.data() + off, static_cast<int64_t>(row));
+    }
+  }
+}
+
+void RandomModel::write(gguf::Writer& out, gguf::TensorType matrix_type) const {
   const auto& s = spec;
   const std::string a = s.arch + ".";
   out.set_string("general.architecture", s.arch);
@@ -74,7 +88,20 @@ void RandomModel::write(gguf::Writer& out) const {
     out.set_string(a + "rope.scaling.type", "linear");
     out.set_f32(a + "rope.scaling.factor", static_cast<float>(s.linear_rope_factor));
   }
-  for (const auto& [name, t] : tensors) out.add_tensor_f32(name, t.first, t.second);
+  for (const auto& [name, t] : tensors) {
+    if (t.first.size() != 2 || matrix_type == gguf::TensorType::F32) {
+      out.add_tensor_f32(name, t.first, t.second);
+      continue;
+    }
+    const uint64_t row = t.first[0];
+    const uint64_t row_bytes = *gguf::bytes_for(matrix_type, row);
+    std::vector<uint8_t> q(row_bytes * (t.second.size() / row));
+    for (size_t r = 0; r < t.second.size() / row; ++r) {
+      tensor::quantize_row(matrix_type, t.second.data() + r * row, q.data() + r * row_bytes,
+                           static_cast<int64_t>(row));
+    }
+    out.add_tensor(name, matrix_type, t.first, q);
+  }
 }
 
 namespace {

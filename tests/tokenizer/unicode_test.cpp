@@ -72,6 +72,75 @@ TEST(Unicode, SanitizeHoldsBackOnlyCompletablePrefixes) {
   EXPECT_EQ(out, "\xEF\xBF\xBD\xEF\xBF\xBD");
 }
 
+TEST(Unicode, NfcMatchesPython) {
+  // Letters, combining marks of several classes, precomposed letters, Hangul syllables and jamo,
+  // singletons and composition exclusions, starter + starter compositions (Oriya), emoji.
+  const std::vector<std::string> pool = {"a",
+                                         "e",
+                                         "A",
+                                         "o",
+                                         "u",
+                                         " ",
+                                         "\xCC\x81" /* U+0301, 230 */,
+                                         "\xCC\x80" /* U+0300, 230 */,
+                                         "\xCC\x96" /* U+0316, 220 */,
+                                         "\xCC\xA3" /* U+0323, 220 */,
+                                         "\xCD\x85" /* U+0345, 240 */,
+                                         "\xCC\x9B" /* U+031B, 216 */,
+                                         "\xCC\x88" /* U+0308 */,
+                                         "\xCC\x84" /* U+0304 */,
+                                         "\xC3\xA9" /* é */,
+                                         "\xC7\x96" /* ǖ */,
+                                         "\xE1\xB8\x97" /* ḗ */,
+                                         "\xE1\xBB\x87" /* ệ */,
+                                         "\xEA\xB0\x80" /* 가 */,
+                                         "\xED\x9E\xA3" /* 힣 */,
+                                         "\xE1\x84\x80" /* L */,
+                                         "\xE1\x85\xA1" /* V */,
+                                         "\xE1\x86\xA8" /* T */,
+                                         "\xE2\x84\xAB" /* Angstrom sign */,
+                                         "\xE2\x84\xA6" /* Ohm sign */,
+                                         "\xE0\xA5\x98" /* U+0958, excluded */,
+                                         "\xE0\xA4\x95" /* U+0915 */,
+                                         "\xE0\xA4\xBC" /* U+093C nukta */,
+                                         "\xE0\xAD\x87" /* U+0B47 */,
+                                         "\xE0\xAC\xBE" /* U+0B3E */,
+                                         "\xF0\x9F\xA6\x99",
+                                         "\xE6\x97\xA5",
+                                         "\xCE\xB1" /* α */,
+                                         "\xCD\x82" /* U+0342 */,
+                                         "\xE1\xBE\xB3" /* ᾳ */};
+  std::mt19937 rng(5);
+  std::vector<std::string> inputs = {"", "plain ascii", "e\xCC\x81",
+                                     "\xE1\x84\x80\xE1\x85\xA1\xE1\x86\xA8"};
+  for (int i = 0; i < 600; ++i) {
+    std::string s;
+    for (int n = static_cast<int>(rng() % 8); n > 0; --n) s += pool[rng() % pool.size()];
+    inputs.push_back(s);
+  }
+  std::string input;
+  for (const std::string& s : inputs) input += hex(s) + "\n";
+  const maas::test::CommandResult r = maas::test::run_shell(
+      "/usr/bin/python3 -c \"import sys, unicodedata\n"
+      "for l in sys.stdin.read().split('\\n')[:-1]:\n"
+      "    print(unicodedata.normalize('NFC', bytes.fromhex(l).decode()).encode().hex())\"",
+      input);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.out);
+  for (const std::string& s : inputs) {
+    std::string expected;
+    ASSERT_TRUE(std::getline(lines, expected));
+    EXPECT_EQ(hex(to_nfc(s)), expected) << "input " << hex(s);
+  }
+}
+
+TEST(Unicode, NfcKeepsIllFormedBytes) {
+  // e + U+0301 composes; a stray byte between them blocks it and survives.
+  EXPECT_EQ(to_nfc("e\xCC\x81\xFF"), "\xC3\xA9\xFF");
+  EXPECT_EQ(to_nfc("e\xFF\xCC\x81"), "e\xFF\xCC\x81");
+  EXPECT_EQ(to_nfc("\xF0\x9F\xA6"), "\xF0\x9F\xA6");
+}
+
 // GPT-2's bytes_to_unicode(): printable bytes ! .. ~, ¡ .. ¬, ® .. ÿ stand for themselves; the
 // 68 others get U+0100 onwards in byte order (so space is "Ġ" U+0120, newline "Ċ" U+010A).
 TEST(Unicode, Gpt2ByteAlphabet) {
