@@ -29,11 +29,15 @@ node-deps: deps
 	  fi; \
 	fi
 
+# The suite, then a short real fuzzing run of every libFuzzer target (clang, ASan+UBSan).
+FUZZ_SMOKE_SECONDS ?= 15
 test: build node-deps
 	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+	@FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) bash scripts/fuzz.sh
 
-test-asan:
-	@$(MAKE) --no-print-directory test BUILD=build-asan BUILD_TYPE=RelWithDebInfo CMAKE_EXTRA=-DMAAS_SANITIZE=ON
+test-asan: node-deps
+	@$(MAKE) --no-print-directory build BUILD=build-asan BUILD_TYPE=RelWithDebInfo CMAKE_EXTRA=-DMAAS_SANITIZE=ON
+	@ctest --test-dir build-asan --output-on-failure -j $(JOBS)
 
 # The default model: stories260K from ../shared, converted to GGUF.
 model: build
