@@ -23,11 +23,13 @@ void print_info(const std::string& path) {
                                 f.version(), f.file_size(), f.alignment());
   out += fmt::format("\nmetadata ({} keys):\n", f.metadata().size());
   for (const auto& [key, value] : f.metadata()) {
-    out += fmt::format("  {} ({}) = {}\n", key, gguf::value_type_name(value.type()), value.to_string());
+    out += fmt::format("  {} ({}) = {}\n", key, gguf::value_type_name(value.type()),
+                       value.to_string());
   }
   uint64_t total = 0;
   out += fmt::format("\ntensors ({}):\n", f.tensors().size());
-  out += fmt::format("  {:<40} {:<8} {:<24} {:>14} {:>14}\n", "name", "type", "dims", "offset", "bytes");
+  out += fmt::format("  {:<40} {:<8} {:<24} {:>14} {:>14}\n", "name", "type", "dims", "offset",
+                     "bytes");
   for (const auto& t : f.tensors()) {
     out += fmt::format("  {:<40} {:<8} {:<24} {:>14} {:>14}\n", t.name, gguf::type_name(t.type),
                        dims_str(t.dims), t.offset, t.n_bytes);
@@ -74,7 +76,8 @@ void add_convert_command(CLI::App& app, int& exit_code) {
   });
 
   CLI::App* hf = cmd->add_subcommand("hf", "Hugging Face model directory (safetensors)");
-  hf->add_option("dir", o->dir, "Directory with config.json, *.safetensors, tokenizer.json")->required();
+  hf->add_option("dir", o->dir, "Directory with config.json, *.safetensors, tokenizer.json")
+      ->required();
   hf->add_option("-o,--output", o->out, "Output GGUF file")->required();
   hf->add_option("--type", o->type, "Weight type: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k, ...");
   hf->callback([o, &exit_code] {

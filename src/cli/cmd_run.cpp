@@ -41,16 +41,18 @@ void run(const RunOptions& o) {
   auto tok = tokenizer::Tokenizer::from_gguf(file);
   auto model = model::Model::load(file);
   if (tok->n_vocab() != model->hparams().n_vocab) {
-    throw std::runtime_error(fmt::format("{}: the tokenizer has {} tokens but the model's vocabulary has {}",
-                                         o.model_path, tok->n_vocab(), model->hparams().n_vocab));
+    throw std::runtime_error(
+        fmt::format("{}: the tokenizer has {} tokens but the model's vocabulary has {}",
+                    o.model_path, tok->n_vocab(), model->hparams().n_vocab));
   }
   tensor::ThreadPool pool(o.threads);
   model::Session session(*model, o.n_ctx, &pool);
   std::vector<int32_t> prompt = tok->encode(o.prompt, /*add_special=*/true, /*parse_special=*/true);
-  if (prompt.empty()) throw std::runtime_error("the prompt is empty and the model adds no BOS token");
+  if (prompt.empty())
+    throw std::runtime_error("the prompt is empty and the model adds no BOS token");
   if (static_cast<int64_t>(prompt.size()) >= session.n_ctx()) {
-    throw std::runtime_error(fmt::format("the prompt has {} tokens; the context holds {}", prompt.size(),
-                                         session.n_ctx()));
+    throw std::runtime_error(fmt::format("the prompt has {} tokens; the context holds {}",
+                                         prompt.size(), session.n_ctx()));
   }
   tokenizer::StreamDecoder decoder(*tok);
   if (o.echo) {
@@ -79,9 +81,11 @@ void run(const RunOptions& o) {
     const double decode_s = std::chrono::duration<double>(t2 - t1).count();
     // The last sampled token is never evaluated, so decode ran generated - 1 forward passes.
     const int decode_passes = std::max(0, generated - 1);
-    std::fprintf(stderr, "prompt: %zu tokens in %.1f ms (%.1f tok/s)\ndecode: %d tokens in %.1f ms (%.1f tok/s)\n",
-                 prompt.size(), prefill_s * 1e3, static_cast<double>(prompt.size()) / prefill_s, generated,
-                 decode_s * 1e3, decode_passes > 0 ? decode_passes / decode_s : 0.0);
+    std::fprintf(
+        stderr,
+        "prompt: %zu tokens in %.1f ms (%.1f tok/s)\ndecode: %d tokens in %.1f ms (%.1f tok/s)\n",
+        prompt.size(), prefill_s * 1e3, static_cast<double>(prompt.size()) / prefill_s, generated,
+        decode_s * 1e3, decode_passes > 0 ? decode_passes / decode_s : 0.0);
   }
 }
 
@@ -92,13 +96,18 @@ void add_run_command(CLI::App& app, int& exit_code) {
   CLI::App* cmd = app.add_subcommand("run", "Generate text from a prompt and stream it to stdout");
   cmd->add_option("-m,--model", o->model_path, "GGUF model file")->required();
   cmd->add_option("-p,--prompt", o->prompt, "Prompt text")->required();
-  cmd->add_option("-n,--n-predict", o->n_predict, "Most tokens to generate")->check(CLI::NonNegativeNumber);
-  cmd->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("-n,--n-predict", o->n_predict, "Most tokens to generate")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--temp", o->sampling.temperature, "Temperature (0: greedy)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-k", o->sampling.top_k, "Keep the K most likely tokens (0: all)");
-  cmd->add_option("--top-p", o->sampling.top_p, "Nucleus sampling threshold")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--top-p", o->sampling.top_p, "Nucleus sampling threshold")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", o->sampling.seed, "Random seed");
-  cmd->add_option("-t,--threads", o->threads, "Threads (0: all cores)")->check(CLI::NonNegativeNumber);
-  cmd->add_option("-c,--ctx-size", o->n_ctx, "Context size (0: the model's)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("-t,--threads", o->threads, "Threads (0: all cores)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("-c,--ctx-size", o->n_ctx, "Context size (0: the model's)")
+      ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--echo", o->echo, "Print the prompt before the continuation");
   cmd->add_flag("--stats", o->stats, "Print prompt and decode speed to stderr at the end");
   cmd->callback([o, &exit_code] {
@@ -120,9 +129,11 @@ void add_tokenize_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("--parse-special", o->parse_special, "Turn special-token text into special tokens");
   cmd->add_flag("--stdin", o->from_stdin, "Read the text from standard input");
   cmd->callback([o, text_opt, &exit_code] {
-    if (o->from_stdin == (text_opt->count() > 0)) throw std::runtime_error("give either TEXT or --stdin");
+    if (o->from_stdin == (text_opt->count() > 0))
+      throw std::runtime_error("give either TEXT or --stdin");
     std::string text = o->text;
-    if (o->from_stdin) text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+    if (o->from_stdin)
+      text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
     auto file = gguf::File::open(o->model_path);
     auto tok = tokenizer::Tokenizer::from_gguf(file);
     auto ids = tok->encode(text, !o->no_bos, o->parse_special);

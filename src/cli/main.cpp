@@ -11,6 +11,9 @@ int main(int argc, char** argv) {
   maas::cli::add_tokenize_command(app, exit_code);
   maas::cli::add_info_command(app, exit_code);
   maas::cli::add_convert_command(app, exit_code);
+  maas::cli::add_synth_command(app, exit_code);
+  maas::cli::add_quantize_command(app, exit_code);
+  maas::cli::add_bench_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

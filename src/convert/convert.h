@@ -27,11 +27,39 @@ struct Options {
 void llama2c_to_gguf(const std::string& checkpoint_path, const std::string& tokenizer_path,
                      const std::string& out_path, const Options& opts);
 
+// Writes the tokenizer.ggml.* metadata of a llama2.c tokenizer.bin ("llama" model). vocab_size < 0
+// reads every token in the file. Returns the number of tokens.
+uint64_t llama2c_tokenizer_to_gguf(const std::string& tokenizer_path, gguf::Writer& w,
+                                   int64_t vocab_size = -1);
+
 // A Hugging Face model directory: config.json, model.safetensors or sharded
 // model-*.safetensors with model.safetensors.index.json, tokenizer.json, tokenizer_config.json.
 // Architectures: LlamaForCausalLM / MistralForCausalLM ("llama"), Qwen2ForCausalLM ("qwen2"),
 // Qwen3ForCausalLM ("qwen3").
 void hf_to_gguf(const std::string& model_dir, const std::string& out_path, const Options& opts);
+
+// A model of a real shape with random weights, for benchmarks: speed does not depend on the
+// weights' values. The vocabulary (tokenizer.* metadata) comes from any GGUF file or a llama2.c
+// tokenizer.bin.
+struct SynthSpec {
+  std::string arch = "llama";  // llama | qwen2 | qwen3
+  int64_t embd = 2048, layers = 16, heads = 32, kv_heads = 8, ff = 8192, ctx = 4096;
+  int64_t head_dim = 0;  // 0: embd / heads
+  bool tied = false;
+  std::string vocab_from;
+  uint64_t seed = 1;
+};
+void synth_model(const SynthSpec& spec, const std::string& out_path, const Options& opts);
+
+// Re-encodes the weights of a GGUF model. `type` is a weight type ("q8_0", "q4_k", "f16", ...)
+// or a llama.cpp-style mix ("q4_k_m", "q4_k_s", "q5_k_m", "q5_k_s", "q3_k_m"). overrides:
+// (tensor-name substring, type) pairs, applied in order, the last match winning.
+struct QuantizeOptions {
+  std::string type;
+  std::vector<std::pair<std::string, gguf::TensorType>> overrides;
+};
+void quantize_model(const std::string& in_path, const std::string& out_path,
+                    const QuantizeOptions& opts);
 
 // Adds a weight tensor given as row-major f32 with GGUF dims (dims[0] = row length), converting
 // it to opts.type when it is a matrix (2-D) and its rows fit the type's blocks.

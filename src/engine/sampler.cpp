@@ -30,7 +30,8 @@ int32_t Sampler::sample(std::span<const float> logits) {
   size_t keep = ids.size();
   if (params_.top_k > 0 && static_cast<size_t>(params_.top_k) < keep) {
     keep = static_cast<size_t>(params_.top_k);
-    std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(keep), ids.end(), by_logit);
+    std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(keep), ids.end(),
+                      by_logit);
   } else {
     std::sort(ids.begin(), ids.end(), by_logit);
   }

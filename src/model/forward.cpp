@@ -31,7 +31,8 @@ void add_bias(float* y, const std::vector<float>& bias, int64_t n_tokens) {
   if (bias.empty()) return;
   const size_t n = bias.size();
   for (int64_t t = 0; t < n_tokens; ++t) {
-    for (size_t i = 0; i < n; ++i) y[t * static_cast<int64_t>(n) + static_cast<int64_t>(i)] += bias[i];
+    for (size_t i = 0; i < n; ++i)
+      y[t * static_cast<int64_t>(n) + static_cast<int64_t>(i)] += bias[i];
   }
 }
 
@@ -79,7 +80,8 @@ void Session::attention(int64_t layer, int64_t n_tokens, const float* q, float* 
   }
 }
 
-std::span<const float> Session::eval(std::span<const int32_t> tokens, std::vector<float>* all_logits) {
+std::span<const float> Session::eval(std::span<const int32_t> tokens,
+                                     std::vector<float>* all_logits) {
   const HParams& hp = model_.hparams();
   const auto T = static_cast<int64_t>(tokens.size());
   if (T == 0) throw Error("model: eval called with no tokens");
@@ -98,11 +100,13 @@ std::span<const float> Session::eval(std::span<const int32_t> tokens, std::vecto
                      v = buf(T * kv_dim), attn = buf(T * q_dim), proj = buf(T * E),
                      gate = buf(T * hp.n_ff), up = buf(T * hp.n_ff);
 
-  for (int64_t t = 0; t < T; ++t) tensor::get_row(model_.token_embd(), tokens[static_cast<size_t>(t)], &x[t * E]);
+  for (int64_t t = 0; t < T; ++t)
+    tensor::get_row(model_.token_embd(), tokens[static_cast<size_t>(t)], &x[t * E]);
 
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     const LayerWeights& L = model_.layers()[static_cast<size_t>(l)];
-    for (int64_t t = 0; t < T; ++t) tensor::rms_norm(&x[t * E], L.attn_norm.data(), E, hp.rms_eps, &xn[t * E]);
+    for (int64_t t = 0; t < T; ++t)
+      tensor::rms_norm(&x[t * E], L.attn_norm.data(), E, hp.rms_eps, &xn[t * E]);
     tensor::matmul(L.wq, xn.data(), T, q.data(), pool_);
     tensor::matmul(L.wk, xn.data(), T, k.data(), pool_);
     tensor::matmul(L.wv, xn.data(), T, v.data(), pool_);
@@ -130,7 +134,8 @@ std::span<const float> Session::eval(std::span<const int32_t> tokens, std::vecto
     tensor::matmul(L.wo, attn.data(), T, proj.data(), pool_);
     for (int64_t i = 0; i < T * E; ++i) x[i] += proj[i];
 
-    for (int64_t t = 0; t < T; ++t) tensor::rms_norm(&x[t * E], L.ffn_norm.data(), E, hp.rms_eps, &xn[t * E]);
+    for (int64_t t = 0; t < T; ++t)
+      tensor::rms_norm(&x[t * E], L.ffn_norm.data(), E, hp.rms_eps, &xn[t * E]);
     tensor::matmul(L.ffn_gate, xn.data(), T, gate.data(), pool_);
     tensor::matmul(L.ffn_up, xn.data(), T, up.data(), pool_);
     for (int64_t i = 0; i < T * hp.n_ff; ++i) gate[i] = tensor::silu(gate[i]) * up[i];

@@ -131,21 +131,28 @@ std::unique_ptr<Model> Model::load(const gguf::File& f) {
   hp.n_head = require_positive(f, p + "attention.head_count", problems);
   hp.n_ctx_train = require_positive(f, p + "context_length", problems);
   try {
-    hp.n_head_kv = static_cast<int64_t>(f.get_uint(p + "attention.head_count_kv").value_or(hp.n_head));
-    hp.rms_eps = static_cast<float>(f.get_float(p + "attention.layer_norm_rms_epsilon").value_or(1e-5));
+    hp.n_head_kv =
+        static_cast<int64_t>(f.get_uint(p + "attention.head_count_kv").value_or(hp.n_head));
+    hp.rms_eps =
+        static_cast<float>(f.get_float(p + "attention.layer_norm_rms_epsilon").value_or(1e-5));
     hp.rope_base = static_cast<float>(f.get_float(p + "rope.freq_base").value_or(10000.0));
     auto key_length = f.get_uint(p + "attention.key_length");
     auto value_length = f.get_uint(p + "attention.value_length");
-    if (hp.n_head > 0) hp.head_dim = static_cast<int64_t>(key_length.value_or(hp.n_embd / hp.n_head));
+    if (hp.n_head > 0)
+      hp.head_dim = static_cast<int64_t>(key_length.value_or(hp.n_embd / hp.n_head));
     if (value_length && static_cast<int64_t>(*value_length) != hp.head_dim) {
-      problems.push_back("attention.value_length differs from key_length, which maas does not support");
+      problems.push_back(
+          "attention.value_length differs from key_length, which maas does not support");
     }
-    hp.rope_dim = static_cast<int64_t>(f.get_uint(p + "rope.dimension_count").value_or(hp.head_dim));
+    hp.rope_dim =
+        static_cast<int64_t>(f.get_uint(p + "rope.dimension_count").value_or(hp.head_dim));
     auto scaling = f.get_string(p + "rope.scaling.type");
     if (scaling && *scaling == "linear") {
       double factor = f.get_float(p + "rope.scaling.factor").value_or(1.0);
-      if (!(factor > 0)) problems.push_back("rope.scaling.factor must be positive");
-      else hp.rope_freq_scale = static_cast<float>(1.0 / factor);
+      if (!(factor > 0))
+        problems.push_back("rope.scaling.factor must be positive");
+      else
+        hp.rope_freq_scale = static_cast<float>(1.0 / factor);
     } else if (scaling && *scaling != "none") {
       problems.push_back(fmt::format("rope scaling type '{}' is not supported", *scaling));
     }
@@ -157,10 +164,11 @@ std::unique_ptr<Model> Model::load(const gguf::File& f) {
                                    hp.n_head_kv));
   }
   if (hp.n_head_kv <= 0) problems.push_back("attention.head_count_kv must be positive");
-  if (hp.head_dim <= 0 || hp.head_dim % 2 != 0) problems.push_back("head size must be positive and even");
+  if (hp.head_dim <= 0 || hp.head_dim % 2 != 0)
+    problems.push_back("head size must be positive and even");
   if (hp.rope_dim <= 0 || hp.rope_dim > hp.head_dim || hp.rope_dim % 2 != 0) {
-    problems.push_back(fmt::format("rope.dimension_count {} does not fit head size {}", hp.rope_dim,
-                                   hp.head_dim));
+    problems.push_back(
+        fmt::format("rope.dimension_count {} does not fit head size {}", hp.rope_dim, hp.head_dim));
   }
   if (!(hp.rms_eps > 0) || !std::isfinite(hp.rope_base) || !(hp.rope_base > 0)) {
     problems.push_back("rms epsilon and rope base must be positive");
@@ -213,8 +221,8 @@ std::unique_ptr<Model> Model::load(const gguf::File& f) {
     L.ffn_down = b.matrix(n + "ffn_down.weight", hp.n_ff, E);
   }
   if (!b.problems.empty()) {
-    std::string msg = fmt::format("model: cannot load {} model ({} problems):", *arch_name,
-                                  b.problems.size());
+    std::string msg =
+        fmt::format("model: cannot load {} model ({} problems):", *arch_name, b.problems.size());
     for (const auto& s : b.problems) msg += "\n  - " + s;
     throw Error(msg);
   }

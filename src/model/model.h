@@ -45,7 +45,7 @@ struct HParams {
   int64_t n_ctx_train = 0;
   float rms_eps = 1e-5f;
   float rope_base = 10000.0f;
-  int64_t rope_dim = 0;      // leading dims of each head that RoPE rotates
+  int64_t rope_dim = 0;          // leading dims of each head that RoPE rotates
   float rope_freq_scale = 1.0f;  // linear scaling: positions are multiplied by this
   RopeStyle rope_style = RopeStyle::AdjacentPairs;
 };
@@ -53,8 +53,8 @@ struct HParams {
 struct LayerWeights {
   std::vector<float> attn_norm, ffn_norm;
   tensor::MatrixView wq, wk, wv, wo;
-  std::vector<float> bq, bk, bv;          // qwen2 (empty when absent)
-  std::vector<float> q_norm, k_norm;      // qwen3 (empty when absent)
+  std::vector<float> bq, bk, bv;      // qwen2 (empty when absent)
+  std::vector<float> q_norm, k_norm;  // qwen3 (empty when absent)
   tensor::MatrixView ffn_gate, ffn_up, ffn_down;
 };
 

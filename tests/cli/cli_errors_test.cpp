@@ -45,7 +45,8 @@ TEST(CliTest, ErrorsAreClearAndNonZero) {
       {{"run", "-m", dir + "/garbage.gguf", "-p", "hi"}, "garbage.gguf"},
       {{"run", "-p", "hi"}, "model"},
       {{"tokenize", "-m", shared_dir() + "/vocab/ggml-vocab-llama-spm.gguf"}, "TEXT or --stdin"},
-      {{"convert", "llama2c", dir + "/garbage.gguf", dir + "/garbage.gguf", "-o", dir + "/o.gguf"}, "garbage.gguf"},
+      {{"convert", "llama2c", dir + "/garbage.gguf", dir + "/garbage.gguf", "-o", dir + "/o.gguf"},
+       "garbage.gguf"},
       {{"convert", "llama2c", "a", "b", "-o", dir + "/o.gguf", "--type", "q9_9"}, "q9_9"},
       {{"nonsense-command"}, ""},
   };

@@ -61,15 +61,17 @@ TEST(StoriesTest, GreedyContinuationMatchesLlama2cReference) {
 TEST(StoriesTest, QuantizedModelStillTellsTheStory) {
   // Q8_0 changes the numbers slightly; the story's opening must survive it.
   const std::string model = convert_stories("q8_0");
-  auto r = run_command({maas_binary(), "run", "-m", model, "-p", "Once upon a time", "--temp", "0", "-n", "12"});
+  auto r = run_command(
+      {maas_binary(), "run", "-m", model, "-p", "Once upon a time", "--temp", "0", "-n", "12"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out.rfind(", there was a little girl named Lily", 0), 0u) << r.out;
 }
 
 TEST(StoriesTest, SeededSamplingIsReproducible) {
   const std::string model = convert_stories("f32");
-  std::vector<std::string> args = {maas_binary(), "run", "-m", model, "-p", "Once upon a time",
-                                   "--temp", "0.9", "--top-k", "40", "--top-p", "0.9", "-n", "40"};
+  std::vector<std::string> args = {maas_binary(),      "run",    "-m",  model,     "-p",
+                                   "Once upon a time", "--temp", "0.9", "--top-k", "40",
+                                   "--top-p",          "0.9",    "-n",  "40"};
   auto seeded = [&](const std::string& seed) {
     auto a = args;
     a.push_back("--seed");

@@ -72,9 +72,11 @@ TEST(Llama2cTest, BrokenCheckpointsAreRefused) {
     return dir + "/" + name;
   };
   EXPECT_NE(convert_error(with("empty.bin", ""), tok).find("too short"), std::string::npos);
-  EXPECT_NE(convert_error(with("short.bin", good.substr(0, good.size() - 4)), tok).find("does not match"),
+  EXPECT_NE(
+      convert_error(with("short.bin", good.substr(0, good.size() - 4)), tok).find("does not match"),
+      std::string::npos);
+  EXPECT_NE(convert_error(with("long.bin", good + "x"), tok).find("does not match"),
             std::string::npos);
-  EXPECT_NE(convert_error(with("long.bin", good + "x"), tok).find("does not match"), std::string::npos);
   std::string bad = good;
   const int32_t huge = 1 << 30;
   std::memcpy(bad.data(), &huge, 4);  // dim
@@ -94,12 +96,14 @@ TEST(Llama2cTest, BrokenTokenizersAreRefused) {
     write_file(dir + "/" + name, bytes);
     return dir + "/" + name;
   };
-  EXPECT_NE(convert_error(ckpt, with("t1", good.substr(0, 100))).find("truncated"), std::string::npos);
+  EXPECT_NE(convert_error(ckpt, with("t1", good.substr(0, 100))).find("truncated"),
+            std::string::npos);
   std::string bad = good;
   const int32_t len = 1 << 28;
   std::memcpy(bad.data() + 4 + 4, &len, 4);  // first token's length
   EXPECT_NE(convert_error(ckpt, with("t2", bad)).find("bad length"), std::string::npos);
-  EXPECT_NE(convert_error(ckpt, with("t3", good + "zz")).find("unexpected bytes"), std::string::npos);
+  EXPECT_NE(convert_error(ckpt, with("t3", good + "zz")).find("unexpected bytes"),
+            std::string::npos);
 }
 
 }  // namespace

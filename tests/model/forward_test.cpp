@@ -153,7 +153,8 @@ TEST(ForwardTest, ReferenceDetectsAWrongModel) {
   std::vector<float> all;
   s.eval(tokens, &all);
   const auto ref = reference_forward(rm, tokens);
-  std::span<const float> last(all.data() + 4 * static_cast<size_t>(rm.spec.vocab), static_cast<size_t>(rm.spec.vocab));
+  std::span<const float> last(all.data() + 4 * static_cast<size_t>(rm.spec.vocab),
+                              static_cast<size_t>(rm.spec.vocab));
   EXPECT_GT(max_rel_error(last, ref[4]), 1e-3);
 }
 

@@ -38,7 +38,9 @@ TEST(LoaderTest, ListsEveryMissingAndMisshapenTensor) {
   EXPECT_NE(msg.find("3 problems"), std::string::npos) << msg;
   EXPECT_NE(msg.find("missing tensor 'blk.0.attn_k.weight'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("missing tensor 'blk.1.ffn_up.weight'"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("'blk.1.attn_q.weight' has shape [32, 31], expected [32, 32]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("'blk.1.attn_q.weight' has shape [32, 31], expected [32, 32]"),
+            std::string::npos)
+      << msg;
 }
 
 TEST(LoaderTest, QwenNeedsItsExtraTensors) {

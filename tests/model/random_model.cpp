@@ -21,7 +21,8 @@ RandomModel make_random_model(const RandomModelSpec& s) {
     m.tensors[name] = {dims, v};
   };
   const U E = static_cast<U>(s.embd), V = static_cast<U>(s.vocab), D = static_cast<U>(s.head_dim),
-          Q = static_cast<U>(s.heads) * D, KV = static_cast<U>(s.kv_heads) * D, F = static_cast<U>(s.ff);
+          Q = static_cast<U>(s.heads) * D, KV = static_cast<U>(s.kv_heads) * D,
+          F = static_cast<U>(s.ff);
   add("token_embd.weight", {E, V}, 1.0f);
   add("output_norm.weight", {E}, 0.1f, 1.0f);
   if (!s.tied) add("output.weight", {E, V}, 1.0f / std::sqrt(static_cast<float>(E)));
@@ -118,7 +119,8 @@ Vec linear(const std::vector<float>& W, const Vec& x, size_t out) {
   return y;
 }
 
-Vec rmsnorm(const Vec& x, const std::vector<float>& g, double eps, size_t offset = 0, size_t n = 0) {
+Vec rmsnorm(const Vec& x, const std::vector<float>& g, double eps, size_t offset = 0,
+            size_t n = 0) {
   if (n == 0) n = x.size();
   double ms = 0;
   for (size_t i = 0; i < n; ++i) ms += x[offset + i] * x[offset + i];
@@ -153,9 +155,10 @@ void rope(const RandomModel& m, Vec& x, size_t off, int64_t pos) {
 std::vector<std::vector<double>> reference_forward(const RandomModel& m,
                                                    const std::vector<int32_t>& tokens) {
   const auto& s = m.spec;
-  const size_t T = tokens.size(), E = static_cast<size_t>(s.embd), D = static_cast<size_t>(s.head_dim),
-               H = static_cast<size_t>(s.heads), HKV = static_cast<size_t>(s.kv_heads),
-               F = static_cast<size_t>(s.ff), V = static_cast<size_t>(s.vocab);
+  const size_t T = tokens.size(), E = static_cast<size_t>(s.embd),
+               D = static_cast<size_t>(s.head_dim), H = static_cast<size_t>(s.heads),
+               HKV = static_cast<size_t>(s.kv_heads), F = static_cast<size_t>(s.ff),
+               V = static_cast<size_t>(s.vocab);
   std::vector<Vec> h(T, Vec(E));
   const auto& emb = m.w("token_embd.weight");
   for (size_t t = 0; t < T; ++t) {
@@ -217,7 +220,8 @@ std::vector<std::vector<double>> reference_forward(const RandomModel& m,
   }
   std::vector<std::vector<double>> logits(T);
   const auto& out = s.tied ? m.w("token_embd.weight") : m.w("output.weight");
-  for (size_t t = 0; t < T; ++t) logits[t] = linear(out, rmsnorm(h[t], m.w("output_norm.weight"), s.rms_eps), V);
+  for (size_t t = 0; t < T; ++t)
+    logits[t] = linear(out, rmsnorm(h[t], m.w("output_norm.weight"), s.rms_eps), V);
   return logits;
 }
 

@@ -18,7 +18,7 @@ struct RandomModelSpec {
   int64_t ctx = 64;
   double rms_eps = 1e-5, rope_base = 10000.0;
   bool tied = false;
-  bool rope_freqs = false;       // a Llama 3 style rope_freqs.weight tensor
+  bool rope_freqs = false;        // a Llama 3 style rope_freqs.weight tensor
   double linear_rope_factor = 0;  // > 0: llama.rope.scaling.type = linear
   uint64_t seed = 1;
 };

@@ -5,9 +5,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <csignal>
 #include <atomic>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -28,8 +28,9 @@ std::string scratch_dir() {
   for (char& c : name) {
     if (c == '/') c = '_';
   }
-  std::filesystem::path dir = std::filesystem::path(MAAS_TEST_TMP) / (name + "." + std::to_string(getpid()) + "." +
-                                                                     std::to_string(counter++));
+  std::filesystem::path dir =
+      std::filesystem::path(MAAS_TEST_TMP) /
+      (name + "." + std::to_string(getpid()) + "." + std::to_string(counter++));
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir.string();
@@ -60,7 +61,8 @@ CommandResult run_command(const std::vector<std::string>& argv, const std::strin
     dup2(in_pipe[0], 0);
     dup2(out_pipe[1], 1);
     dup2(err_pipe[1], 2);
-    for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]}) close(fd);
+    for (int fd : {in_pipe[0], in_pipe[1], out_pipe[0], out_pipe[1], err_pipe[0], err_pipe[1]})
+      close(fd);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -85,9 +87,18 @@ CommandResult run_command(const std::vector<std::string>& argv, const std::strin
     pollfd fds[3];
     int n = 0;
     int out_i = -1, err_i = -1, in_i = -1;
-    if (out_open) { fds[n] = {out_pipe[0], POLLIN, 0}; out_i = n++; }
-    if (err_open) { fds[n] = {err_pipe[0], POLLIN, 0}; err_i = n++; }
-    if (in_fd >= 0) { fds[n] = {in_fd, POLLOUT, 0}; in_i = n++; }
+    if (out_open) {
+      fds[n] = {out_pipe[0], POLLIN, 0};
+      out_i = n++;
+    }
+    if (err_open) {
+      fds[n] = {err_pipe[0], POLLIN, 0};
+      err_i = n++;
+    }
+    if (in_fd >= 0) {
+      fds[n] = {in_fd, POLLOUT, 0};
+      in_i = n++;
+    }
     if (poll(fds, n, -1) < 0) {
       if (errno == EINTR) continue;
       break;
@@ -96,13 +107,18 @@ CommandResult run_command(const std::vector<std::string>& argv, const std::strin
       ssize_t w = write(in_fd, stdin_data.data() + written, stdin_data.size() - written);
       if (w > 0) written += static_cast<size_t>(w);
       if (w < 0 && errno != EAGAIN) written = stdin_data.size();
-      if (written == stdin_data.size()) { close(in_fd); in_fd = -1; }
+      if (written == stdin_data.size()) {
+        close(in_fd);
+        in_fd = -1;
+      }
     }
     auto drain = [&](int idx, int fd, bool& open, std::string& dst) {
       if (idx >= 0 && fds[idx].revents) {
         ssize_t k = read(fd, buf, sizeof buf);
-        if (k > 0) dst.append(buf, static_cast<size_t>(k));
-        else if (k == 0 || errno != EINTR) open = false;
+        if (k > 0)
+          dst.append(buf, static_cast<size_t>(k));
+        else if (k == 0 || errno != EINTR)
+          open = false;
       }
     };
     drain(out_i, out_pipe[0], out_open, r.out);
