@@ -23,6 +23,10 @@
 
 namespace maas::gguf {
 
+// The largest general.alignment accepted (real files use 32). A bound keeps a hostile file from
+// making the writer pad gigabytes when the file is written back.
+inline constexpr uint32_t kMaxAlignment = 1u << 20;
+
 class Error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
@@ -85,7 +89,7 @@ struct TensorInfo {
   std::string name;
   std::vector<uint64_t> dims;  // dims[0] varies fastest (the row length); 1 to 4 dims
   TensorType type = TensorType::F32;
-  uint64_t offset = 0;     // from the start of the data section, a multiple of the alignment
+  uint64_t offset = 0;  // from the start of the data section, a multiple of the alignment
   uint64_t n_elements = 0;
   uint64_t n_bytes = 0;
   const uint8_t* data = nullptr;  // into the file's mapping (or buffer)

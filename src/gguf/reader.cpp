@@ -329,8 +329,9 @@ void File::parse_all(std::span<const uint8_t> bytes) {
                               value_type_name(a->type()), a->to_string(2)));
     }
     const uint32_t align = std::get<uint32_t>(a->v);
-    if (align == 0 || (align & (align - 1)) != 0) {
-      throw Error(fmt::format("key 'general.alignment': {} is not a nonzero power of two", align));
+    if (align == 0 || (align & (align - 1)) != 0 || align > kMaxAlignment) {
+      throw Error(fmt::format("key 'general.alignment': {} is not a nonzero power of two <= {}",
+                              align, kMaxAlignment));
     }
     alignment_ = align;
   }

@@ -31,7 +31,7 @@ class Bytes {
     out.insert(out.end(), s.begin(), s.end());
   }
   void pad_to(uint64_t alignment) {
-    while (out.size() % alignment != 0) out.push_back(0);
+    out.resize((out.size() + alignment - 1) / alignment * alignment, 0);
   }
 };
 
@@ -114,9 +114,10 @@ void write_all(int fd, const uint8_t* p, size_t n, const std::string& path) {
 void Writer::set(const std::string& key, Value v) {
   if (key == "general.alignment") {
     const uint32_t* a = std::get_if<uint32_t>(&v.v);
-    if (!a || *a == 0 || (*a & (*a - 1)) != 0) {
-      throw Error(fmt::format("gguf: general.alignment must be a uint32 power of two, got {} {}",
-                              value_type_name(v.type()), v.to_string(2)));
+    if (!a || *a == 0 || (*a & (*a - 1)) != 0 || *a > kMaxAlignment) {
+      throw Error(
+          fmt::format("gguf: general.alignment must be a uint32 power of two <= 2^20, got {} {}",
+                      value_type_name(v.type()), v.to_string(2)));
     }
   }
   check_value(v, key, 0);

@@ -311,7 +311,7 @@ TEST(BrokenFile, BadHeaderFields) {
   expect_error(ByteBuilder().header(0, 0, 0x03000000).span(), {"big-endian"});
   expect_error(ByteBuilder().raw("GGUF").u32(3).u64(0).span(), {"truncated", "metadata count"});
 
-  for (uint32_t a : {0u, 3u, 48u, 0x80000001u}) {
+  for (uint32_t a : {0u, 3u, 48u, 0x80000001u, 1u << 21, 1u << 31}) {
     ByteBuilder b;
     b.header(0, 1).key("general.alignment", 4).u32(a);
     expect_error(b.span(), {"general.alignment", "not a nonzero power of two"});
