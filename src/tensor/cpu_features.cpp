@@ -66,8 +66,8 @@ CpuFeatures detect() {
   f.sse4_2 = bit(r1.ecx, 20);
   const bool osxsave = bit(r1.ecx, 27);
   const uint64_t xcr0 = osxsave ? xgetbv0() : 0;
-  const bool os_ymm = (xcr0 & 0x6) == 0x6;     // SSE and AVX state
-  const bool os_zmm = (xcr0 & 0xE6) == 0xE6;   // plus opmask, ZMM_Hi256, Hi16_ZMM
+  const bool os_ymm = (xcr0 & 0x6) == 0x6;          // SSE and AVX state
+  const bool os_zmm = (xcr0 & 0xE6) == 0xE6;        // plus opmask, ZMM_Hi256, Hi16_ZMM
   const bool os_amx = (xcr0 & 0x60000) == 0x60000;  // XTILECFG and XTILEDATA
 
   f.avx = os_ymm && bit(r1.ecx, 28);

@@ -4,10 +4,8 @@
 // target, so a result is bit-identical whatever the CPU target, the number of tokens, the token
 // tiling and the thread count (batch invariance; kernels_scalar.cpp is the plain statement of it):
 //
-// - F32, F16, BF16: the weights widened exactly to f32 and the activations as given. Sixteen
-//   running sums s[0..15]; element k goes to s[k % 16] by one fused multiply-add, in increasing
-//   k, the last group padded with zeros; then s[l] += s[l + 8], s[l] += s[l + 4], s[l] += s[l + 2]
-//   for the remaining l, and y = s[0] + s[1].
+// - F32, F16, BF16: the weights widened exactly to f32 and the activations as given, summed by
+//   one chain of fused multiply-adds in column order: acc = fma(w[k], x[k], acc), k = 0, 1, ...
 // - Quantized weights: each token's activations are quantized to int8 on the fly, with one
 //   scale per 32 elements for the 32-element block types and one per 256 for the k-quants
 //   (da = amax / 127, q = round-to-nearest-even(x / da) in [-127, 127]). Each weight block b
@@ -17,7 +15,8 @@
 //   minimum (see kernels_scalar.cpp for each type's I_b and scale).
 //
 // Vector targets put 8 or 16 rows side by side in the lanes of a vector ("panels" of rows
-// transposed on the fly), so that every lane repeats the scalar sequence above for its row.
+// transposed on the fly), so that every lane repeats the scalar sequence above for its row, and
+// broadcast each token's activations to all lanes.
 #pragma once
 
 #include <cstddef>
@@ -51,23 +50,53 @@ inline constexpr int kSlotCount = static_cast<int>(Slot::kCount);
 // The slot of a weight type, or -1 when there is no kernel for it.
 int slot_of(gguf::TensorType t);
 
-// How a kernel wants its activations. block == 0: as f32. Otherwise quantized to int8 with one
-// scale per `block` elements (32 or 256), partial sums of the quants over every `sub` elements
-// (16 or 32), and init[s] = -bias * sum[s] precomputed for kernels that work on quants offset by
-// `bias` (so that they are unsigned).
+// How a kernel wants its activations. block == 0: as f32, in place (tile == 1) or copied into the
+// interleaved layout below (tile > 1). Otherwise quantized to int8 with one scale per `block`
+// elements (32 or 256), partial sums of the quants over every `sub` elements (16 or 32), and
+// init[s] = -bias * sum[s] precomputed for kernels that work on quants offset by `bias` (so that
+// they are unsigned). `tile` tokens are interleaved in memory (see Activations) so that a kernel
+// reaches a whole token tile from one pointer.
 struct ActFormat {
   int block = 0;
   int sub = 0;
   int bias = 0;
+  int tile = 1;
 };
 
-// n_tokens rows of `cols` activations quantized according to an ActFormat.
-struct QuantizedActs {
-  int8_t* q = nullptr;       // [t * cols + i]
-  float* d = nullptr;        // [t * (cols / block) + b]
-  int16_t* sums = nullptr;   // [t * (cols / sub) + s]
-  int32_t* init = nullptr;   // [t * (cols / sub) + s]
+// Activations of n tokens as a kernel reads them. Tokens come in tiles of `tile` (the last one
+// padded); within a tile, each float, each group of 4 quants, each scale, init and pair of
+// partial sums is stored for every token of the tile in turn. With tile == 1 this is simply
+// [token][element].
+struct Activations {
+  float* x = nullptr;  // f32 activations (block == 0, tile > 1)
+  int8_t* q = nullptr;
+  float* d = nullptr;
+  int16_t* sums = nullptr;
+  int32_t* init = nullptr;
   int64_t cols = 0;
+  int64_t n_blocks = 0;  // scales per token: cols / block
+  int64_t n_sums = 0;    // partial sums per token: cols / sub
+  int tile = 1;
+
+  int64_t n_pairs() const { return (n_sums + 1) / 2; }
+  // Tokens rounded up to whole tiles: what the buffers must hold.
+  int64_t padded_tokens(int64_t n_tokens) const { return (n_tokens + tile - 1) / tile * tile; }
+  size_t x_index(int64_t t, int64_t i) const {
+    return static_cast<size_t>(((t / tile) * cols + i) * tile + t % tile);
+  }
+  size_t q_index(int64_t t, int64_t i) const {
+    return static_cast<size_t>((((t / tile) * (cols / 4) + i / 4) * tile + t % tile) * 4 + i % 4);
+  }
+  size_t d_index(int64_t t, int64_t b) const {
+    return static_cast<size_t>(((t / tile) * n_blocks + b) * tile + t % tile);
+  }
+  size_t init_index(int64_t t, int64_t s) const {
+    return static_cast<size_t>(((t / tile) * n_sums + s) * tile + t % tile);
+  }
+  // Partial sums are kept in pairs (2p, 2p + 1) so that a 32-bit load reads both.
+  size_t sum_index(int64_t t, int64_t s) const {
+    return static_cast<size_t>((((t / tile) * n_pairs() + s / 2) * tile + t % tile) * 2 + s % 2);
+  }
 };
 
 // One call computes y[t * ldy + r] for r in [row_begin, row_end) and t < n_tokens.
@@ -77,17 +106,18 @@ struct GemmArgs {
   int64_t cols = 0;
   int64_t row_begin = 0;
   int64_t row_end = 0;
-  const float* x = nullptr;            // f32 activations [t * cols + i], for block == 0
-  const QuantizedActs* qa = nullptr;   // quantized activations, for block != 0
+  const float* x = nullptr;          // the caller's f32 activations [t * cols + i]
+  const Activations* act = nullptr;  // activations in the kernel's ActFormat (unless block and
+                                     // tile are 0 and 1: then x is read directly)
   int64_t n_tokens = 0;
   float* y = nullptr;
   int64_t ldy = 0;
 };
 
 using GemmFn = void (*)(const GemmArgs&);
-// Quantizes tokens [t_begin, t_end) of x ([t * cols + i]) into out.
-using QuantizeActsFn = void (*)(const float* x, int64_t cols, int64_t t_begin, int64_t t_end,
-                                const ActFormat& format, const QuantizedActs& out);
+// Converts tokens [t_begin, t_end) of x ([t * cols + i]) into out according to format.
+using PrepareActsFn = void (*)(const float* x, int64_t cols, int64_t t_begin, int64_t t_end,
+                               const ActFormat& format, const Activations& out);
 
 struct TypeKernel {
   GemmFn gemm = nullptr;
@@ -98,10 +128,31 @@ struct TypeKernel {
 struct KernelTable {
   std::string name;  // "avx3_dl", "avx3", "avx2_vnni", "avx2", "scalar"
   TypeKernel types[kSlotCount];
-  QuantizeActsFn quantize_acts = nullptr;
+  PrepareActsFn prepare_acts = nullptr;
+  int64_t hwy_target = 0;  // the Highway target whose code filled the table (0: scalar only)
 };
 
-// The table in use (the best target of this CPU unless one was forced).
+// The scalar table (also used for rows too long for the vector kernels' 32-bit offsets).
+const KernelTable& scalar_table();
+
+// Rows longer than this go to the scalar kernels (panel offsets are 32-bit).
+inline constexpr size_t kMaxVectorRowBytes = size_t{1} << 26;
+
+// Per-thread, grow-only, 64-byte-aligned scratch memory; contents are unspecified on return.
+enum ScratchId : int {
+  kScratchAccumulators,
+  kScratchPanel,
+  kScratchActFloats,
+  kScratchActQuants,
+  kScratchActScales,
+  kScratchActSums,
+  kScratchActInit,
+  kScratchCount
+};
+void* thread_scratch(ScratchId id, size_t bytes);
+
+// The table in use: the best target of this CPU, unless the environment variable
+// MAAS_KERNEL_TARGET names another available one at start-up, or force_target() chose one.
 const KernelTable& active();
 std::string active_target_name();
 // Targets this CPU can run, best first; "scalar" is always last.
@@ -109,14 +160,14 @@ std::vector<std::string> available_targets();
 // Highway's names of the targets it finds supported here.
 std::vector<std::string> highway_targets();
 // Uses the named target from now on ("" or "auto": the best one). Throws std::invalid_argument
-// for a target this build or CPU cannot run. Not thread-safe against concurrent matmuls.
+// for a target this build or CPU cannot run. Products already running finish on the old target.
 void force_target(const std::string& name);
 
 // Scalar tables and pieces shared with the vector targets (kernels_scalar.cpp).
 namespace scalar {
 void fill_table(KernelTable* table);
-void quantize_acts(const float* x, int64_t cols, int64_t t_begin, int64_t t_end,
-                   const ActFormat& format, const QuantizedActs& out);
+void prepare_acts(const float* x, int64_t cols, int64_t t_begin, int64_t t_end,
+                  const ActFormat& format, const Activations& out);
 }  // namespace scalar
 
 // Per-target table fillers of the Highway translation units. They fill the slots their unit

@@ -22,7 +22,11 @@ struct MatrixView {
 };
 
 // y[t][r] = sum_c w[r][c] * x[t][c] for t < n_tokens. x is [n_tokens][cols], y [n_tokens][rows].
-// Rows are split across the pool's threads (pool may be null: run on the caller).
+// Rows are split across the pool's threads (pool may be null: run on the caller; small products
+// always do). For quantized weights the activations are first quantized to int8 (one scale per 32
+// or 256 elements), as llama.cpp does; float weights use the activations as given. Results are
+// bit-identical for any n_tokens, thread count and CPU target (see kernels.h). Throws
+// std::invalid_argument for a type without kernel or inconsistent sizes.
 void matmul(const MatrixView& w, const float* x, int64_t n_tokens, float* y, ThreadPool* pool);
 
 // Dequantizes row r of w into out (w.cols floats).

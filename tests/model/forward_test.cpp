@@ -118,15 +118,19 @@ TEST_P(QuantizedForwardTest, MatchesReferenceOnDequantizedWeights) {
   auto model = model::Model::load(file);
   std::vector<int32_t> tokens = {3, 14, 15, 9, 26, 5, 35, 8, 9, 7};
   const auto ref = reference_forward(rm, tokens);
+  // Quantized weight types multiply with activations quantized to int8 per block (as llama.cpp
+  // does), which moves logits by about 1-2%; float weight types keep float activations.
+  const bool int8_activations = GetParam() != gguf::TensorType::F16 && GetParam() != gguf::TensorType::BF16;
+  const double tol = int8_activations ? 5e-2 : 1e-4;
   model::Session s(*model, 0, nullptr);
   std::vector<float> all;
   s.eval(std::span<const int32_t>(tokens.data(), 6), &all);
   for (size_t t = 0; t < 6; ++t) {
-    EXPECT_LT(max_rel_error({all.data() + t * 61, 61}, ref[t]), 1e-4) << "position " << t;
+    EXPECT_LT(max_rel_error({all.data() + t * 61, 61}, ref[t]), tol) << "position " << t;
   }
   for (size_t t = 6; t < tokens.size(); ++t) {
     auto last = s.eval(std::span<const int32_t>(tokens.data() + t, 1));
-    EXPECT_LT(max_rel_error(last, ref[t]), 1e-4) << "position " << t;
+    EXPECT_LT(max_rel_error(last, ref[t]), tol) << "position " << t;
   }
 }
 

@@ -1,0 +1,395 @@
+// tensor::matmul on every kernel target this machine runs, for every weight type, on awkward
+// shapes (rows, columns and token counts that are not multiples of the panel, chunk, tile or
+// vector widths), against float64 references computed here:
+//  - the exact product of the dequantized weights and the raw activations, within a bound derived
+//    from the activation quantization (each activation is off by at most half its block's
+//    scale) plus float rounding;
+//  - the exact product of the dequantized weights and the activations quantized as the kernels
+//    specify (scale amax / 127 per 32 or 256 elements, round to nearest even), reimplemented here,
+//    within float rounding only;
+//  - bit identity between targets (every target repeats the scalar kernel's operations), and
+//    batch invariance: a token's outputs are the same bits alone, inside batches of 2..17 tokens
+//    at any position, and with 1 or 2 threads.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gguf/tensor_type.h"
+#include "tensor/cpu_features.h"
+#include "tensor/kernels.h"
+#include "tensor/ops.h"
+#include "tensor/quant.h"
+#include "tensor/thread_pool.h"
+
+namespace maas::tensor {
+namespace {
+
+using gguf::TensorType;
+
+const TensorType kAllTypes[] = {
+    TensorType::F32,  TensorType::F16,  TensorType::BF16, TensorType::Q4_0, TensorType::Q4_1,
+    TensorType::Q5_0, TensorType::Q5_1, TensorType::Q8_0, TensorType::Q2_K, TensorType::Q3_K,
+    TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K};
+
+std::string name(TensorType t) { return std::string(gguf::type_name(t)); }
+
+bool is_float(TensorType t) {
+  return t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16;
+}
+bool is_kquant(TensorType t) {
+  return t == TensorType::Q2_K || t == TensorType::Q3_K || t == TensorType::Q4_K ||
+         t == TensorType::Q5_K || t == TensorType::Q6_K;
+}
+int64_t block_size(TensorType t) { return gguf::type_traits(t)->block_size; }
+
+// Offsets of the fp16 scale fields in a block (from the ggml block layouts).
+std::vector<int> half_fields(TensorType t) {
+  switch (t) {
+    case TensorType::Q4_0:
+    case TensorType::Q5_0:
+    case TensorType::Q8_0:
+      return {0};
+    case TensorType::Q4_1:
+    case TensorType::Q5_1:
+    case TensorType::Q4_K:
+    case TensorType::Q5_K:
+      return {0, 2};
+    case TensorType::Q2_K:
+      return {80, 82};
+    case TensorType::Q3_K:
+      return {108};
+    case TensorType::Q6_K:
+      return {208};
+    default:
+      return {};
+  }
+}
+
+// A weight matrix with its rows `row_bytes` apart (row_bytes may exceed the packed size).
+struct Matrix {
+  TensorType type;
+  int64_t rows, cols;
+  size_t row_bytes;
+  std::vector<uint8_t> data;
+  std::vector<double> dequantized;  // [r * cols + c]
+
+  MatrixView view() const { return MatrixView{type, data.data(), cols, rows, row_bytes}; }
+};
+
+// Weights either quantized from Gaussian floats (realistic) or random bytes with sane fp16 scales
+// (every quant bit pattern, including Q8_0's -128 and extreme k-quant sub-scales).
+Matrix make_matrix(TensorType t, int64_t rows, int64_t cols, bool random_bytes, size_t padding,
+                   std::mt19937& rng) {
+  Matrix m{t, rows, cols, 0, {}, {}};
+  const size_t packed = static_cast<size_t>(*gguf::bytes_for(t, static_cast<uint64_t>(cols)));
+  m.row_bytes = packed + padding;
+  m.data.assign(m.row_bytes * static_cast<size_t>(rows), 0xEE);
+  std::normal_distribution<float> gauss(0.0f, 1.0f);
+  std::uniform_real_distribution<float> scale(-0.05f, 0.05f);
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    uint8_t* dst = m.data.data() + static_cast<size_t>(r) * m.row_bytes;
+    if (random_bytes && !is_float(t)) {
+      for (size_t i = 0; i < packed; ++i) dst[i] = static_cast<uint8_t>(rng());
+      const size_t block_bytes = gguf::type_traits(t)->block_bytes;
+      for (size_t b = 0; b < packed / block_bytes; ++b) {
+        for (int off : half_fields(t)) {
+          const uint16_t h = fp32_to_fp16(scale(rng));
+          dst[b * block_bytes + off] = static_cast<uint8_t>(h);
+          dst[b * block_bytes + off + 1] = static_cast<uint8_t>(h >> 8);
+        }
+      }
+    } else {
+      const float row_scale = r % 5 == 0 ? 4.0f : 1.0f;
+      for (float& v : row) v = gauss(rng) * row_scale;
+      quantize_row(t, row.data(), dst, cols);
+    }
+    dequantize_row(t, dst, row.data(), cols);
+    for (float v : row) m.dequantized.push_back(v);
+  }
+  return m;
+}
+
+// Gaussian activations with outliers and an all-zero stretch (a block whose scale is 0).
+std::vector<float> make_activations(int64_t n_tokens, int64_t cols, std::mt19937& rng) {
+  std::normal_distribution<float> gauss(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(n_tokens * cols));
+  for (float& v : x) v = gauss(rng);
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    x[static_cast<size_t>(t * cols + (t * 7) % cols)] *= 30.0f;
+    if (t % 3 == 1) {
+      for (int64_t c = 0; c < std::min<int64_t>(cols, 32); ++c)
+        x[static_cast<size_t>(t * cols + c)] = 0;
+    }
+  }
+  return x;
+}
+
+// The activation quantization the kernels specify, for quantized weight types.
+void quantize_activation_block(const float* x, int n, std::vector<double>& xq, double& scale) {
+  float amax = 0;
+  for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const float d = amax / 127.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  for (int i = 0; i < n; ++i) {
+    const float q = std::clamp(std::nearbyint(x[i] * id), -127.0f, 127.0f);
+    xq.push_back(static_cast<double>(d) * q);
+  }
+  scale = d;
+}
+
+struct Reference {
+  std::vector<double> exact;  // dequantized weights . raw activations
+  std::vector<double> bound;  // allowed |error| against exact
+  std::vector<double>
+      quantized;              // dequantized weights . quantized activations (float types: exact)
+  std::vector<double> tight;  // allowed |error| against quantized
+};
+
+Reference reference(const Matrix& m, const std::vector<float>& x, int64_t n_tokens) {
+  Reference ref;
+  const int64_t cols = m.cols;
+  const int act_block = is_float(m.type) ? 0 : is_kquant(m.type) ? 256 : 32;
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const float* xt = &x[static_cast<size_t>(t * cols)];
+    std::vector<double> xq, half_step(static_cast<size_t>(cols), 0.0);
+    if (act_block != 0) {
+      for (int64_t b = 0; b < cols / act_block; ++b) {
+        double d;
+        quantize_activation_block(xt + b * act_block, act_block, xq, d);
+        for (int i = 0; i < act_block; ++i)
+          half_step[static_cast<size_t>(b * act_block + i)] = d / 2;
+      }
+    } else {
+      xq.assign(xt, xt + cols);
+    }
+    for (int64_t r = 0; r < m.rows; ++r) {
+      const double* w = &m.dequantized[static_cast<size_t>(r * cols)];
+      double exact = 0, quantized = 0, abs_wx = 0, abs_wxq = 0, quant_err = 0;
+      for (int64_t c = 0; c < cols; ++c) {
+        const size_t i = static_cast<size_t>(c);
+        exact += w[c] * xt[c];
+        quantized += w[c] * xq[i];
+        abs_wx += std::fabs(w[c] * xt[c]);
+        abs_wxq += std::fabs(w[c] * xq[i]);
+        quant_err += std::fabs(w[c]) * half_step[i];
+      }
+      // Float rounding: the float kernels round once per product-sum (a chain of cols fused
+      // multiply-adds, each off by at most half an ulp of the running sum); the integer kernels
+      // round a few times per block (scale product, fused multiply-add), and the dequantized
+      // weights here carry the decoder's own float rounding.
+      const double rounding =
+          act_block == 0 ? (static_cast<double>(cols) + 6) * 0x1p-24 * abs_wx : 1e-5 * abs_wxq;
+      ref.exact.push_back(exact);
+      ref.bound.push_back(quant_err * 1.001 + rounding + 1e-6 * abs_wx + 1e-30);
+      ref.quantized.push_back(quantized);
+      ref.tight.push_back(rounding + 1e-30);
+    }
+  }
+  return ref;
+}
+
+std::vector<float> run(const Matrix& m, const std::vector<float>& x, int64_t n_tokens,
+                       ThreadPool* pool = nullptr, int64_t first_token = 0) {
+  std::vector<float> y(static_cast<size_t>(n_tokens * m.rows), -1.0f);
+  matmul(m.view(), x.data() + first_token * m.cols, n_tokens, y.data(), pool);
+  return y;
+}
+
+class KernelTargets : public ::testing::Test {
+ protected:
+  void TearDown() override { kernels::force_target(""); }
+};
+
+// Shapes per type: several blocks per row, more than one column chunk both when decoding (8
+// blocks of 32, 2 super-blocks, 512 floats) and in batches (32 blocks, 4 super-blocks), and an
+// odd number of blocks; rows not a multiple of 8 or 16.
+int64_t test_cols(TensorType t) {
+  if (is_float(t)) return 531;
+  if (is_kquant(t)) return 5 * 256;
+  return 35 * 32;
+}
+
+TEST_F(KernelTargets, MatchFloat64ReferencesOnEveryTarget) {
+  const std::vector<std::string> targets = kernels::available_targets();
+  ASSERT_FALSE(targets.empty());
+  EXPECT_EQ(targets.back(), "scalar");
+  std::mt19937 rng(1234);
+  for (TensorType type : kAllTypes) {
+    for (bool random_bytes : {false, true}) {
+      const int64_t rows = 37, cols = test_cols(type), n_tokens = 13;
+      const Matrix m = make_matrix(type, rows, cols, random_bytes, random_bytes ? 6 : 0, rng);
+      const std::vector<float> x = make_activations(n_tokens, cols, rng);
+      const Reference ref = reference(m, x, n_tokens);
+      std::vector<float> scalar_y;
+      for (auto it = targets.rbegin(); it != targets.rend(); ++it) {
+        kernels::force_target(*it);
+        const std::vector<float> y = run(m, x, n_tokens);
+        int bad = 0;
+        for (size_t i = 0; i < y.size() && bad < 3; ++i) {
+          const double e1 = std::fabs(y[i] - ref.exact[i]);
+          const double e2 = std::fabs(y[i] - ref.quantized[i]);
+          if (!(e1 <= ref.bound[i]) || !(e2 <= ref.tight[i])) {
+            ++bad;
+            ADD_FAILURE() << name(type) << (random_bytes ? " random bytes" : " quantized") << " on "
+                          << *it << " [" << i / rows << "][" << i % rows << "] = " << y[i]
+                          << ": exact " << ref.exact[i] << " (bound " << ref.bound[i]
+                          << "), with quantized activations " << ref.quantized[i] << " (bound "
+                          << ref.tight[i] << ")";
+          }
+        }
+        if (*it == "scalar") {
+          scalar_y = y;
+        } else {
+          EXPECT_EQ(0, std::memcmp(y.data(), scalar_y.data(), sizeof(float) * y.size()))
+              << name(type) << ": " << *it << " differs from the scalar kernel";
+        }
+      }
+    }
+  }
+}
+
+// Tiny and degenerate shapes: one row, one block, one token; a column count below one vector.
+TEST_F(KernelTargets, SmallShapes) {
+  std::mt19937 rng(99);
+  for (const std::string& target : kernels::available_targets()) {
+    kernels::force_target(target);
+    for (TensorType type : kAllTypes) {
+      for (int64_t rows : {1, 2, 9}) {
+        const int64_t cols = is_float(type) ? 3 : block_size(type);
+        const Matrix m = make_matrix(type, rows, cols, false, 0, rng);
+        const std::vector<float> x = make_activations(2, cols, rng);
+        const Reference ref = reference(m, x, 2);
+        const std::vector<float> y = run(m, x, 2);
+        for (size_t i = 0; i < y.size(); ++i) {
+          EXPECT_LE(std::fabs(y[i] - ref.quantized[i]), ref.tight[i])
+              << name(type) << " on " << target << " rows " << rows << " [" << i << "]";
+        }
+      }
+    }
+  }
+}
+
+TEST_F(KernelTargets, BatchInvariance) {
+  std::mt19937 rng(7);
+  ThreadPool one(1), two(2);
+  for (const std::string& target : kernels::available_targets()) {
+    kernels::force_target(target);
+    for (TensorType type : kAllTypes) {
+      const int64_t rows = 45, cols = test_cols(type), n_tokens = 17;
+      const Matrix m = make_matrix(type, rows, cols, true, 0, rng);
+      const std::vector<float> x = make_activations(n_tokens, cols, rng);
+      const std::vector<float> all = run(m, x, n_tokens);
+      // Every batch size, at a position that varies with the size.
+      for (int64_t size = 1; size <= n_tokens; ++size) {
+        const int64_t first = (size * 5) % (n_tokens - size + 1);
+        const std::vector<float> part = run(m, x, size, nullptr, first);
+        EXPECT_EQ(0, std::memcmp(part.data(), &all[static_cast<size_t>(first * rows)],
+                                 sizeof(float) * part.size()))
+            << name(type) << " on " << target << ": batch of " << size << " at " << first;
+      }
+      // Thread counts (the matrix is big enough for the pool to split it).
+      for (ThreadPool* pool : {&one, &two}) {
+        const std::vector<float> threaded = run(m, x, n_tokens, pool);
+        EXPECT_EQ(0, std::memcmp(threaded.data(), all.data(), sizeof(float) * all.size()))
+            << name(type) << " on " << target << " with " << pool->size() << " threads";
+      }
+    }
+  }
+}
+
+// One token over a matrix large enough that the pool splits its rows, as in decoding.
+TEST_F(KernelTargets, ThreadSplitOfOneToken) {
+  std::mt19937 rng(11);
+  ThreadPool two(2);
+  for (const std::string& target : kernels::available_targets()) {
+    kernels::force_target(target);
+    for (TensorType type : {TensorType::F16, TensorType::Q4_0, TensorType::Q6_K}) {
+      const int64_t cols = is_kquant(type) ? 1024 : 992;
+      const Matrix m = make_matrix(type, 150, cols, false, 0, rng);
+      const std::vector<float> x = make_activations(1, cols, rng);
+      const std::vector<float> alone = run(m, x, 1);
+      const std::vector<float> split = run(m, x, 1, &two);
+      EXPECT_EQ(0, std::memcmp(alone.data(), split.data(), sizeof(float) * alone.size()))
+          << name(type) << " on " << target;
+    }
+  }
+}
+
+// The pool spins between loops and sleeps after a while: loops right after each other, after a
+// pause long enough for the workers to sleep, and of every small size must each cover [0, n)
+// exactly once.
+TEST(KernelThreadPool, EveryIndexOnceAcrossSpinningAndSleeping) {
+  ThreadPool pool(3);
+  for (int round = 0; round < 200; ++round) {
+    if (round % 50 == 49) {
+      std::this_thread::sleep_for(std::chrono::microseconds(4 * ThreadPool::kSpinMicros));
+    }
+    const int64_t n = round % 23;
+    std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+    pool.parallel_for(n, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) hits[static_cast<size_t>(i)].fetch_add(1);
+    });
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_EQ(hits[static_cast<size_t>(i)].load(), 1) << n << " " << i;
+  }
+}
+
+TEST(KernelDispatch, RejectsBadInput) {
+  std::vector<uint8_t> data(1024);
+  std::vector<float> x(64), y(64);
+  MatrixView w{TensorType::Q4_0, data.data(), 48, 1, 27};  // 48 is not a multiple of 32
+  EXPECT_THROW(matmul(w, x.data(), 1, y.data(), nullptr), std::invalid_argument);
+  w = MatrixView{TensorType::Q4_0, data.data(), 64, 2, 35};  // a row of 64 Q4_0 needs 36 bytes
+  EXPECT_THROW(matmul(w, x.data(), 1, y.data(), nullptr), std::invalid_argument);
+  w = MatrixView{TensorType::Q8_K, data.data(), 256, 1, 292};  // no kernel for Q8_K weights
+  EXPECT_THROW(matmul(w, x.data(), 1, y.data(), nullptr), std::invalid_argument);
+  w = MatrixView{TensorType::F32, nullptr, 4, 2, 16};
+  EXPECT_THROW(matmul(w, x.data(), 1, y.data(), nullptr), std::invalid_argument);
+  w = MatrixView{TensorType::F32, data.data(), 4, 2, 16};
+  EXPECT_THROW(matmul(w, x.data(), -1, y.data(), nullptr), std::invalid_argument);
+  w = MatrixView{TensorType::F32, data.data(), int64_t{1} << 40, 2, size_t{1} << 42};
+  EXPECT_THROW(matmul(w, x.data(), 1 << 10, y.data(), nullptr), std::invalid_argument);
+  EXPECT_THROW(kernels::force_target("no-such-target"), std::invalid_argument);
+}
+
+TEST(KernelDispatch, ZeroColumnsGiveZeros) {
+  std::vector<uint8_t> data(16);
+  std::vector<float> x(1), y(3, 5.0f);
+  const MatrixView w{TensorType::F32, data.data(), 0, 3, 0};
+  matmul(w, x.data(), 1, y.data(), nullptr);
+  EXPECT_EQ(y, std::vector<float>(3, 0.0f));
+}
+
+TEST(KernelDispatch, ReportsFeaturesAndTargets) {
+  kernels::force_target("auto");  // whatever MAAS_KERNEL_TARGET said
+  const std::string report = cpu_report();
+  EXPECT_NE(report.find("chosen: " + kernels::active_target_name()), std::string::npos) << report;
+  const std::vector<std::string> targets = kernels::available_targets();
+  EXPECT_EQ(kernels::active_target_name(), targets.front());
+  const CpuFeatures& f = cpu_features();
+  // What the CPU reports decides which vector targets exist.
+  const bool has_avx2 = std::find(targets.begin(), targets.end(), "avx2") != targets.end();
+  EXPECT_EQ(has_avx2, f.avx2 && f.fma && f.f16c && f.bmi2);
+  const bool has_avx3 = std::find(targets.begin(), targets.end(), "avx3") != targets.end();
+  EXPECT_EQ(has_avx3, has_avx2 && f.avx512f && f.avx512bw && f.avx512dq && f.avx512vl);
+  const bool has_vnni2 = std::find(targets.begin(), targets.end(), "avx2_vnni") != targets.end();
+  EXPECT_EQ(has_vnni2, has_avx2 && f.avx_vnni);
+  kernels::force_target("scalar");
+  EXPECT_EQ(kernels::active_target_name(), "scalar");
+  kernels::force_target("auto");
+  EXPECT_EQ(kernels::active_target_name(), targets.front());
+}
+
+}  // namespace
+}  // namespace maas::tensor
