@@ -2,10 +2,12 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <stdexcept>
 
 #include "cli/commands.h"
 #include "convert/convert.h"
 #include "gguf/gguf.h"
+#include "tensor/cpu_features.h"
 
 namespace maas::cli {
 
@@ -49,10 +51,18 @@ gguf::TensorType parse_type(const std::string& name) {
 
 void add_info_command(CLI::App& app, int& exit_code) {
   auto path = std::make_shared<std::string>();
+  auto cpu = std::make_shared<bool>(false);
   CLI::App* cmd = app.add_subcommand("info", "Print a GGUF file's metadata and tensor table");
-  cmd->add_option("model", *path, "GGUF file")->required();
-  cmd->callback([path, &exit_code] {
-    print_info(*path);
+  cmd->add_option("model", *path, "GGUF file");
+  cmd->add_flag("--cpu", *cpu, "Print the CPU features found and the kernel target chosen");
+  cmd->callback([path, cpu, &exit_code] {
+    if (*cpu) {
+      const std::string report = tensor::cpu_report();
+      std::fwrite(report.data(), 1, report.size(), stdout);
+      if (report.empty() || report.back() != '\n') std::fputc('\n', stdout);
+    }
+    if (!path->empty()) print_info(*path);
+    if (!*cpu && path->empty()) throw std::runtime_error("give a GGUF file, or --cpu");
     exit_code = 0;
   });
 }

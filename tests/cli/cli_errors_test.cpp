@@ -69,3 +69,18 @@ TEST(CliTest, RunRefusesAVocabularyWithoutWeights) {
 
 }  // namespace
 }  // namespace maas::test
+
+namespace maas::test {
+namespace {
+
+TEST(CliTest, InfoCpuNamesTheChosenTarget) {
+  auto r = run_command({maas_binary(), "info", "--cpu"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("chosen: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("kernel targets: "), std::string::npos) << r.out;
+  auto none = run_command({maas_binary(), "info"});
+  EXPECT_EQ(none.exit_code, 1);
+}
+
+}  // namespace
+}  // namespace maas::test
