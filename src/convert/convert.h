@@ -19,7 +19,7 @@ class Error : public std::runtime_error {
 
 struct Options {
   // Type of the 2-D weight matrices. Norms, biases and 1-D tensors stay F32. A matrix whose row
-  // length is not a multiple of the type's block size falls back to F16 (or F32 if F32 was asked).
+  // length is not a multiple of the type's block size falls back (see stored_type).
   gguf::TensorType type = gguf::TensorType::F32;
 };
 
@@ -60,6 +60,10 @@ struct QuantizeOptions {
 };
 void quantize_model(const std::string& in_path, const std::string& out_path,
                     const QuantizeOptions& opts);
+
+// The type a matrix with rows of `row` elements is stored in when `want` is asked: want itself if
+// its blocks divide the row, else Q8_0 for a 256-block type whose rows fit 32-blocks, else F16.
+gguf::TensorType stored_type(gguf::TensorType want, uint64_t row);
 
 // Adds a weight tensor given as row-major f32 with GGUF dims (dims[0] = row length), converting
 // it to opts.type when it is a matrix (2-D) and its rows fit the type's blocks.

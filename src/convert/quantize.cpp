@@ -50,13 +50,6 @@ int64_t layer_of(const std::string& name) {
   }
 }
 
-// The largest type whose blocks divide a row, for rows the chosen type cannot hold.
-TensorType fit_row(TensorType want, uint64_t row) {
-  if (row % gguf::type_traits(want)->block_size == 0) return want;
-  if (row % 32 == 0 && gguf::type_traits(want)->block_size > 32) return TensorType::Q8_0;
-  return TensorType::F16;
-}
-
 }  // namespace
 
 void quantize_model(const std::string& in_path, const std::string& out_path,
@@ -65,13 +58,11 @@ void quantize_model(const std::string& in_path, const std::string& out_path,
   if (!mix) {
     throw Error(
         fmt::format("quantize: unknown type '{}' (a weight type such as q4_0, q8_0, q4_k, q6_k, "
-                    "f16, bf16, or a "
-                    "mix: q4_k_m, q4_k_s, q5_k_m, q5_k_s, q3_k_m)",
+                    "f16, bf16, or a mix: q4_k_m, q4_k_s, q5_k_m, q5_k_s, q3_k_m)",
                     opts.type));
   }
-  for (TensorType t : {mix->base}) {
-    if (!tensor::can_quantize(t))
-      throw Error(fmt::format("quantize: cannot quantize into {}", gguf::type_name(t)));
+  if (!tensor::can_quantize(mix->base)) {
+    throw Error(fmt::format("quantize: cannot quantize into {}", gguf::type_name(mix->base)));
   }
   auto in = gguf::File::open(in_path);
   gguf::Writer w;
@@ -109,7 +100,7 @@ void quantize_model(const std::string& in_path, const std::string& out_path,
     for (const auto& [pattern, type] : opts.overrides) {
       if (t.name.find(pattern) != std::string::npos) want = type;
     }
-    want = fit_row(want, t.dims[0]);
+    want = stored_type(want, t.dims[0]);
     if (!tensor::can_dequantize(t.type)) {
       throw Error(fmt::format("quantize: tensor '{}' has type {}, which maas cannot read", t.name,
                               gguf::type_name(t.type)));

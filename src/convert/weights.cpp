@@ -7,6 +7,16 @@ namespace maas::convert {
 
 using gguf::TensorType;
 
+TensorType stored_type(TensorType want, uint64_t row) {
+  const auto* traits = gguf::type_traits(want);
+  if (traits == nullptr || !tensor::can_quantize(want)) {
+    throw Error(fmt::format("cannot convert weights to type {}", gguf::type_name(want)));
+  }
+  if (row % traits->block_size == 0) return want;
+  if (traits->block_size > 32 && row % 32 == 0) return TensorType::Q8_0;
+  return TensorType::F16;
+}
+
 void add_weight(gguf::Writer& w, const std::string& name, std::vector<uint64_t> dims,
                 std::span<const float> data, const Options& opts) {
   uint64_t n = 1;
@@ -15,13 +25,7 @@ void add_weight(gguf::Writer& w, const std::string& name, std::vector<uint64_t> 
     throw Error(fmt::format("tensor {}: {} values given for {} elements", name, data.size(), n));
   }
   TensorType type = TensorType::F32;
-  if (dims.size() == 2 && opts.type != TensorType::F32) {
-    const auto* traits = gguf::type_traits(opts.type);
-    if (traits == nullptr || !tensor::can_quantize(opts.type)) {
-      throw Error(fmt::format("cannot convert weights to type {}", gguf::type_name(opts.type)));
-    }
-    type = dims[0] % traits->block_size == 0 ? opts.type : TensorType::F16;
-  }
+  if (dims.size() == 2) type = stored_type(opts.type, dims[0]);
   if (type == TensorType::F32) {
     w.add_tensor_f32(name, std::move(dims), data);
     return;

@@ -10,20 +10,29 @@ namespace maas::model {
 
 namespace {
 
-// Rotates the first rope_dim dims of one head vector in place for position pos.
-void apply_rope(const HParams& hp, const std::vector<float>& freq_factors, int64_t pos, float* x) {
-  const int64_t half = hp.rope_dim / 2;
-  for (int64_t i = 0; i < half; ++i) {
+// cos and sin of every rotated pair's angle at position pos: computed once per token and shared
+// by all heads of all layers (pow/cos/sin per head and layer were a visible part of prefill).
+void rope_angles(const HParams& hp, const std::vector<float>& freq_factors, int64_t pos,
+                 float* cos_out, float* sin_out) {
+  for (int64_t i = 0; i < hp.rope_dim / 2; ++i) {
     double inv_freq = std::pow(static_cast<double>(hp.rope_base),
                                -2.0 * static_cast<double>(i) / static_cast<double>(hp.rope_dim));
     if (!freq_factors.empty()) inv_freq /= freq_factors[static_cast<size_t>(i)];
     const double theta = static_cast<double>(pos) * hp.rope_freq_scale * inv_freq;
-    const float c = static_cast<float>(std::cos(theta)), s = static_cast<float>(std::sin(theta));
+    cos_out[i] = static_cast<float>(std::cos(theta));
+    sin_out[i] = static_cast<float>(std::sin(theta));
+  }
+}
+
+// Rotates the first rope_dim dims of one head vector in place by precomputed angles.
+void apply_rope(const HParams& hp, const float* c, const float* s, float* x) {
+  const int64_t half = hp.rope_dim / 2;
+  for (int64_t i = 0; i < half; ++i) {
     const int64_t a = hp.rope_style == RopeStyle::AdjacentPairs ? 2 * i : i;
     const int64_t b = hp.rope_style == RopeStyle::AdjacentPairs ? 2 * i + 1 : i + half;
     const float x0 = x[a], x1 = x[b];
-    x[a] = x0 * c - x1 * s;
-    x[b] = x0 * s + x1 * c;
+    x[a] = x0 * c[i] - x1 * s[i];
+    x[b] = x0 * s[i] + x1 * c[i];
   }
 }
 
@@ -100,6 +109,13 @@ std::span<const float> Session::eval(std::span<const int32_t> tokens,
                      v = buf(T * kv_dim), attn = buf(T * q_dim), proj = buf(T * E),
                      gate = buf(T * hp.n_ff), up = buf(T * hp.n_ff);
 
+  const int64_t half = hp.rope_dim / 2;
+  std::vector<float> rope_cos = buf(T * half), rope_sin = buf(T * half);
+  for (int64_t t = 0; t < T; ++t) {
+    rope_angles(hp, model_.rope_freq_factors(), n_past_ + t, &rope_cos[t * half],
+                &rope_sin[t * half]);
+  }
+
   for (int64_t t = 0; t < T; ++t)
     tensor::get_row(model_.token_embd(), tokens[static_cast<size_t>(t)], &x[t * E]);
 
@@ -118,12 +134,12 @@ std::span<const float> Session::eval(std::span<const int32_t> tokens,
       for (int64_t h = 0; h < hp.n_head; ++h) {
         float* qh = &q[t * q_dim + h * D];
         if (!L.q_norm.empty()) tensor::rms_norm(qh, L.q_norm.data(), D, hp.rms_eps, qh);
-        apply_rope(hp, model_.rope_freq_factors(), pos, qh);
+        apply_rope(hp, &rope_cos[t * half], &rope_sin[t * half], qh);
       }
       for (int64_t h = 0; h < hp.n_head_kv; ++h) {
         float* kh = &k[t * kv_dim + h * D];
         if (!L.k_norm.empty()) tensor::rms_norm(kh, L.k_norm.data(), D, hp.rms_eps, kh);
-        apply_rope(hp, model_.rope_freq_factors(), pos, kh);
+        apply_rope(hp, &rope_cos[t * half], &rope_sin[t * half], kh);
       }
       float* kc = k_cache_.data() + (l * n_ctx_ + pos) * kv_dim;
       float* vc = v_cache_.data() + (l * n_ctx_ + pos) * kv_dim;

@@ -115,16 +115,6 @@ int nibble256(const uint8_t* qs, int e) {
   return (qs[32 * (e / 64) + e % 32] >> (4 * ((e / 32) % 2))) & 0x0F;
 }
 
-void scale_min_k4(const uint8_t* packed, int j, int& scale, int& min) {
-  if (j < 4) {
-    scale = packed[j] & 63;
-    min = packed[j + 4] & 63;
-  } else {
-    scale = (packed[j + 4] & 0x0F) | ((packed[j - 4] >> 6) << 4);
-    min = (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4);
-  }
-}
-
 float finish_k(int32_t i_sum, int32_t m_sum, float d, float dmin, float da, float acc) {
   acc = std::fma(static_cast<float>(i_sum), d * da, acc);
   return std::fma(static_cast<float>(-m_sum), dmin * da, acc);
@@ -171,7 +161,7 @@ float block_q45_k(const uint8_t* blk, const ActBlock& x, float acc) {
   int32_t i_sum = 0, m_sum = 0;
   for (int j = 0; j < 8; ++j) {
     int scale, min;
-    scale_min_k4(packed, j, scale, min);
+    detail::unpack_scale_min(packed, j, scale, min);
     int32_t dot = 0;
     for (int e = 32 * j; e < 32 * j + 32; ++e) {
       int u = nibble256(qs, e);

@@ -43,19 +43,6 @@ inline int crumb_shift(int e) { return 2 * ((e % 128) / 32); }
 inline int nibble_byte(int e) { return 32 * (e / 64) + e % 32; }
 inline int nibble_shift(int e) { return 4 * ((e / 32) % 2); }
 
-// Q4_K/Q5_K: 6-bit scale and min of sub-block j (0..7) from the 12 packed bytes. Bytes 0-3 hold
-// scales 0-3 and bytes 4-7 mins 0-3 in their low 6 bits; scales/mins 4-7 keep their low nibbles
-// in bytes 8-11 and their top 2 bits in the spare top bits of bytes 0-3 (scales) and 4-7 (mins).
-inline void unpack_scale_min(const uint8_t* packed, int j, int& scale, int& min) {
-  if (j < 4) {
-    scale = packed[j] & 63;
-    min = packed[j + 4] & 63;
-  } else {
-    scale = (packed[j + 4] & 0x0F) | ((packed[j - 4] >> 6) << 4);
-    min = (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4);
-  }
-}
-
 inline void pack_scale_min(const std::array<int, 8>& scale, const std::array<int, 8>& min,
                            uint8_t* packed) {
   for (int j = 0; j < 4; ++j) {
