@@ -127,5 +127,22 @@ TEST(QuantizeTest, PlainTypesOverridesAndRequantization) {
                convert::Error);
 }
 
+TEST(QuantizeTest, RowsThatDoNotFitFallBack) {
+  // ffn_down rows of 288 elements: not whole 256-blocks (Q4_K) but whole 32-blocks (Q8_0); rows of
+  // 40 fit neither, so F16.
+  const std::string dir = scratch_dir();
+  convert::SynthSpec s = small_spec();
+  s.ff = 288;
+  s.layers = 1;
+  convert::synth_model(s, dir + "/f32.gguf", {TensorType::F32});
+  convert::quantize_model(dir + "/f32.gguf", dir + "/q4k.gguf", {"q4_k", {}});
+  auto f = gguf::File::open(dir + "/q4k.gguf");
+  EXPECT_EQ(f.tensor("blk.0.ffn_down.weight")->type, TensorType::Q8_0);
+  EXPECT_EQ(f.tensor("blk.0.ffn_up.weight")->type, TensorType::Q4_K);
+  EXPECT_EQ(convert::stored_type(TensorType::Q4_0, 40), TensorType::F16);
+  EXPECT_EQ(convert::stored_type(TensorType::Q6_K, 96), TensorType::Q8_0);
+  EXPECT_EQ(convert::stored_type(TensorType::Q6_K, 512), TensorType::Q6_K);
+}
+
 }  // namespace
 }  // namespace maas::test
