@@ -52,7 +52,7 @@ model: build
 
 # Until the HTTP server exists, serving means generating from the default model.
 serve: model
-	$(MAAS) run -m $(MODEL) -p "Once upon a time" -n 196 --temp 0
+	$(MAAS) serve -m $(MODEL) --host 127.0.0.1 --port 8080
 
 lint: configure
 	@run-clang-tidy -quiet -p $(BUILD) "$(CURDIR)/src/.*\.cpp$$"

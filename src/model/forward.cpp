@@ -1,8 +1,12 @@
-// The forward pass of one sequence: embeddings, transformer blocks with a KV cache, logits.
+// The forward pass over a batch of sequences: embeddings, transformer blocks reading and writing
+// a paged KV cache, logits.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
+#include "model/kv_cache.h"
 #include "model/model.h"
 #include "tensor/thread_pool.h"
 
@@ -45,131 +49,229 @@ void add_bias(float* y, const std::vector<float>& bias, int64_t n_tokens) {
   }
 }
 
-}  // namespace
-
-Session::Session(const Model& model, int64_t n_ctx, tensor::ThreadPool* pool)
-    : model_(model), pool_(pool) {
-  const HParams& hp = model.hparams();
-  n_ctx_ = n_ctx > 0 ? n_ctx : hp.n_ctx_train;
-  const size_t per_layer = static_cast<size_t>(n_ctx_ * hp.n_head_kv * hp.head_dim);
-  k_cache_.assign(per_layer * static_cast<size_t>(hp.n_layer), 0.0f);
-  v_cache_.assign(per_layer * static_cast<size_t>(hp.n_layer), 0.0f);
+void resize(std::vector<float>& v, int64_t n) {
+  if (v.size() < static_cast<size_t>(n)) v.resize(static_cast<size_t>(n));
 }
 
-void Session::attention(int64_t layer, int64_t n_tokens, const float* q, float* out) {
+// Keys per step of the online softmax. A constant, not the cache's block size, so that results do
+// not depend on how the KV cache is paged either.
+constexpr int64_t kKeyTile = 32;
+
+// Scratch space of one attention job, reused across jobs on the same thread.
+struct AttentionScratch {
+  std::vector<float> keys, values, scores, acc, max, sum;
+};
+
+}  // namespace
+
+BatchRunner::BatchRunner(const Model& model, KvCache& cache, tensor::ThreadPool* pool)
+    : model_(model), cache_(cache), pool_(pool) {}
+
+// Attention of every new token over its sequence's keys, one (token, KV head) pair per job: the
+// query heads sharing a KV head (GQA) are processed together, so each key block is converted
+// once for all of them. Keys are visited kKeyTile at a time with a running maximum and sum (online
+// softmax): no score row as long as the context is materialised, and the order of operations
+// depends only on the token's position, so chunking and batching do not change the result.
+void BatchRunner::attention(int64_t layer, std::span<const SeqChunk> batch) {
   const HParams& hp = model_.hparams();
-  const int64_t D = hp.head_dim, kv_dim = hp.n_head_kv * D, group = hp.n_head / hp.n_head_kv;
-  const float* K = k_cache_.data() + layer * n_ctx_ * kv_dim;
-  const float* V = v_cache_.data() + layer * n_ctx_ * kv_dim;
+  const int64_t D = hp.head_dim, n_kv = hp.n_head_kv, group = hp.n_head / hp.n_head_kv;
+  const int64_t q_dim = hp.n_head * D;
+  const int32_t bs = cache_.block_size();
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const auto n_rows = static_cast<int64_t>(row_order_.size());
+
   auto job = [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(static_cast<size_t>(n_past_ + n_tokens));
-    for (int64_t job_i = begin; job_i < end; ++job_i) {
-      const int64_t t = job_i / hp.n_head, h = job_i % hp.n_head;
-      const int64_t n_keys = n_past_ + t + 1;  // causal: keys up to and including this token
-      const float* qh = q + t * hp.n_head * D + h * D;
-      const int64_t kvh = h / group;
-      for (int64_t j = 0; j < n_keys; ++j) {
-        scores[static_cast<size_t>(j)] = tensor::dot(qh, K + j * kv_dim + kvh * D, D) * scale;
+    thread_local AttentionScratch s;
+    s.keys.resize(static_cast<size_t>(kKeyTile * D));
+    s.values.resize(static_cast<size_t>(kKeyTile * D));
+    s.scores.resize(static_cast<size_t>(group * kKeyTile));
+    s.acc.resize(static_cast<size_t>(group * D));
+    s.max.resize(static_cast<size_t>(group));
+    s.sum.resize(static_cast<size_t>(group));
+    for (int64_t j = begin; j < end; ++j) {
+      const int64_t row = row_order_[static_cast<size_t>(j / n_kv)], kvh = j % n_kv;
+      const SeqChunk& c = batch[static_cast<size_t>(row_chunk_[static_cast<size_t>(row)])];
+      const int64_t n_keys = row_pos_[static_cast<size_t>(row)] + 1;  // causal
+      const float* q = q_.data() + row * q_dim + kvh * group * D;
+      std::fill(s.acc.begin(), s.acc.end(), 0.0f);
+      std::fill(s.max.begin(), s.max.end(), -std::numeric_limits<float>::infinity());
+      std::fill(s.sum.begin(), s.sum.end(), 0.0f);
+      for (int64_t first = 0; first < n_keys; first += kKeyTile) {
+        const auto n = static_cast<int32_t>(std::min<int64_t>(kKeyTile, n_keys - first));
+        // Gather the tile's rows from the blocks it spans.
+        for (int64_t p = first; p < first + n;) {
+          const int32_t block = c.block_table[static_cast<size_t>(p / bs)];
+          const auto slot0 = static_cast<int32_t>(p % bs);
+          const auto cnt = static_cast<int32_t>(std::min<int64_t>(bs - slot0, first + n - p));
+          cache_.read_k(layer, block, kvh, slot0, cnt, s.keys.data() + (p - first) * D);
+          cache_.read_v(layer, block, kvh, slot0, cnt, s.values.data() + (p - first) * D);
+          p += cnt;
+        }
+        for (int64_t g = 0; g < group; ++g) {
+          float* sc = s.scores.data() + g * kKeyTile;
+          float block_max = s.max[static_cast<size_t>(g)];
+          for (int32_t i = 0; i < n; ++i) {
+            sc[i] = tensor::dot(q + g * D, s.keys.data() + i * D, D) * scale;
+            block_max = std::max(block_max, sc[i]);
+          }
+          // Rescale what was accumulated under the old maximum.
+          const float correction = std::exp(s.max[static_cast<size_t>(g)] - block_max);
+          float* acc = s.acc.data() + g * D;
+          float sum = s.sum[static_cast<size_t>(g)] * correction;
+          for (int64_t d = 0; d < D; ++d) acc[d] *= correction;
+          for (int32_t i = 0; i < n; ++i) {
+            const float p = std::exp(sc[i] - block_max);
+            sum += p;
+            const float* v = s.values.data() + i * D;
+            for (int64_t d = 0; d < D; ++d) acc[d] += p * v[d];
+          }
+          s.max[static_cast<size_t>(g)] = block_max;
+          s.sum[static_cast<size_t>(g)] = sum;
+        }
       }
-      tensor::softmax(scores.data(), n_keys);
-      float* o = out + t * hp.n_head * D + h * D;
-      for (int64_t d = 0; d < D; ++d) o[d] = 0;
-      for (int64_t j = 0; j < n_keys; ++j) {
-        const float w = scores[static_cast<size_t>(j)];
-        const float* vj = V + j * kv_dim + kvh * D;
-        for (int64_t d = 0; d < D; ++d) o[d] += w * vj[d];
+      float* out = attn_.data() + row * q_dim + kvh * group * D;
+      for (int64_t g = 0; g < group; ++g) {
+        const float inv = 1.0f / s.sum[static_cast<size_t>(g)];
+        for (int64_t d = 0; d < D; ++d)
+          out[g * D + d] = s.acc[static_cast<size_t>(g * D + d)] * inv;
       }
     }
   };
   if (pool_ != nullptr) {
-    pool_->parallel_for(n_tokens * hp.n_head, job);
+    pool_->parallel_for(n_rows * n_kv, job);
   } else {
-    job(0, n_tokens * hp.n_head);
+    job(0, n_rows * n_kv);
   }
 }
 
-std::span<const float> Session::eval(std::span<const int32_t> tokens,
-                                     std::vector<float>* all_logits) {
+std::span<const float> BatchRunner::run(std::span<const SeqChunk> batch,
+                                        std::vector<float>* hidden) {
   const HParams& hp = model_.hparams();
-  const auto T = static_cast<int64_t>(tokens.size());
-  if (T == 0) throw Error("model: eval called with no tokens");
-  if (n_past_ + T > n_ctx_) {
-    throw Error(fmt::format("model: context overflow: {} positions used + {} new > context size {}",
-                            n_past_, T, n_ctx_));
+  const int32_t bs = cache_.block_size();
+  int64_t T = 0, n_out = 0;
+  for (const SeqChunk& c : batch) {
+    const auto n = static_cast<int64_t>(c.tokens.size());
+    if (n == 0) throw Error("model: a batch entry has no tokens");
+    if (c.pos0 < 0) throw Error("model: negative position");
+    if (c.n_logits < 0 || c.n_logits > n) {
+      throw Error(fmt::format("model: {} logits asked of a chunk of {} tokens", c.n_logits, n));
+    }
+    const int64_t end = c.pos0 + n;
+    if (static_cast<int64_t>(c.block_table.size()) * bs < end) {
+      throw Error(fmt::format("model: block table of {} blocks cannot hold {} positions",
+                              c.block_table.size(), end));
+    }
+    for (size_t b = 0; b < static_cast<size_t>((end + bs - 1) / bs); ++b) {
+      if (c.block_table[b] < 0 || c.block_table[b] >= cache_.n_blocks()) {
+        throw Error(fmt::format("model: KV block {} is outside the cache", c.block_table[b]));
+      }
+    }
+    for (int32_t tok : c.tokens) {
+      if (tok < 0 || tok >= hp.n_vocab) {
+        throw Error(fmt::format("model: token id {} is out of range [0, {})", tok, hp.n_vocab));
+      }
+    }
+    T += n;
+    n_out += c.n_logits;
   }
-  for (int32_t tok : tokens) {
-    if (tok < 0 || tok >= hp.n_vocab) {
-      throw Error(fmt::format("model: token id {} is out of range [0, {})", tok, hp.n_vocab));
+  if (T == 0) throw Error("model: eval called with no tokens");
+
+  const int64_t E = hp.n_embd, D = hp.head_dim, q_dim = hp.n_head * D, kv_dim = hp.n_head_kv * D;
+  const int64_t half = hp.rope_dim / 2;
+  for (auto* v : {&x_, &xn_, &proj_}) resize(*v, T * E);
+  for (auto* v : {&q_, &attn_}) resize(*v, T * q_dim);
+  for (auto* v : {&k_, &v_}) resize(*v, T * kv_dim);
+  for (auto* v : {&gate_, &up_}) resize(*v, T * hp.n_ff);
+  for (auto* v : {&rope_cos_, &rope_sin_}) resize(*v, T * half);
+
+  // Rows: every new token of every chunk, in batch order.
+  row_chunk_.clear();
+  row_pos_.clear();
+  for (size_t ci = 0; ci < batch.size(); ++ci) {
+    for (size_t i = 0; i < batch[ci].tokens.size(); ++i) {
+      row_chunk_.push_back(static_cast<int32_t>(ci));
+      row_pos_.push_back(batch[ci].pos0 + static_cast<int64_t>(i));
     }
   }
-  const int64_t E = hp.n_embd, D = hp.head_dim, q_dim = hp.n_head * D, kv_dim = hp.n_head_kv * D;
-  auto buf = [](int64_t n) { return std::vector<float>(static_cast<size_t>(n)); };
-  std::vector<float> x = buf(T * E), xn = buf(T * E), q = buf(T * q_dim), k = buf(T * kv_dim),
-                     v = buf(T * kv_dim), attn = buf(T * q_dim), proj = buf(T * E),
-                     gate = buf(T * hp.n_ff), up = buf(T * hp.n_ff);
-
-  const int64_t half = hp.rope_dim / 2;
-  std::vector<float> rope_cos = buf(T * half), rope_sin = buf(T * half);
-  for (int64_t t = 0; t < T; ++t) {
-    rope_angles(hp, model_.rope_freq_factors(), n_past_ + t, &rope_cos[t * half],
-                &rope_sin[t * half]);
+  // Attention jobs take rows alternately from the cheap (early) and costly (late) end, so the
+  // pool's equal contiguous shares get about equal work.
+  row_order_.resize(static_cast<size_t>(T));
+  std::vector<int64_t> by_pos(static_cast<size_t>(T));
+  for (int64_t r = 0; r < T; ++r) by_pos[static_cast<size_t>(r)] = r;
+  std::stable_sort(by_pos.begin(), by_pos.end(), [&](int64_t a, int64_t b) {
+    return row_pos_[static_cast<size_t>(a)] < row_pos_[static_cast<size_t>(b)];
+  });
+  for (int64_t i = 0, lo = 0, hi = T - 1; i < T; ++i) {
+    row_order_[static_cast<size_t>(i)] = by_pos[static_cast<size_t>(i % 2 == 0 ? lo++ : hi--)];
   }
 
-  for (int64_t t = 0; t < T; ++t)
-    tensor::get_row(model_.token_embd(), tokens[static_cast<size_t>(t)], &x[t * E]);
+  for (int64_t t = 0; t < T; ++t) {
+    rope_angles(hp, model_.rope_freq_factors(), row_pos_[static_cast<size_t>(t)],
+                &rope_cos_[t * half], &rope_sin_[t * half]);
+  }
+  {
+    int64_t t = 0;
+    for (const SeqChunk& c : batch) {
+      for (int32_t tok : c.tokens) tensor::get_row(model_.token_embd(), tok, &x_[t++ * E]);
+    }
+  }
 
   for (int64_t l = 0; l < hp.n_layer; ++l) {
     const LayerWeights& L = model_.layers()[static_cast<size_t>(l)];
     for (int64_t t = 0; t < T; ++t)
-      tensor::rms_norm(&x[t * E], L.attn_norm.data(), E, hp.rms_eps, &xn[t * E]);
-    tensor::matmul(L.wq, xn.data(), T, q.data(), pool_);
-    tensor::matmul(L.wk, xn.data(), T, k.data(), pool_);
-    tensor::matmul(L.wv, xn.data(), T, v.data(), pool_);
-    add_bias(q.data(), L.bq, T);
-    add_bias(k.data(), L.bk, T);
-    add_bias(v.data(), L.bv, T);
+      tensor::rms_norm(&x_[t * E], L.attn_norm.data(), E, hp.rms_eps, &xn_[t * E]);
+    tensor::matmul(L.wq, xn_.data(), T, q_.data(), pool_);
+    tensor::matmul(L.wk, xn_.data(), T, k_.data(), pool_);
+    tensor::matmul(L.wv, xn_.data(), T, v_.data(), pool_);
+    add_bias(q_.data(), L.bq, T);
+    add_bias(k_.data(), L.bk, T);
+    add_bias(v_.data(), L.bv, T);
     for (int64_t t = 0; t < T; ++t) {
-      const int64_t pos = n_past_ + t;
       for (int64_t h = 0; h < hp.n_head; ++h) {
-        float* qh = &q[t * q_dim + h * D];
+        float* qh = &q_[t * q_dim + h * D];
         if (!L.q_norm.empty()) tensor::rms_norm(qh, L.q_norm.data(), D, hp.rms_eps, qh);
-        apply_rope(hp, &rope_cos[t * half], &rope_sin[t * half], qh);
+        apply_rope(hp, &rope_cos_[t * half], &rope_sin_[t * half], qh);
       }
       for (int64_t h = 0; h < hp.n_head_kv; ++h) {
-        float* kh = &k[t * kv_dim + h * D];
+        float* kh = &k_[t * kv_dim + h * D];
         if (!L.k_norm.empty()) tensor::rms_norm(kh, L.k_norm.data(), D, hp.rms_eps, kh);
-        apply_rope(hp, &rope_cos[t * half], &rope_sin[t * half], kh);
+        apply_rope(hp, &rope_cos_[t * half], &rope_sin_[t * half], kh);
       }
-      float* kc = k_cache_.data() + (l * n_ctx_ + pos) * kv_dim;
-      float* vc = v_cache_.data() + (l * n_ctx_ + pos) * kv_dim;
-      std::copy_n(&k[t * kv_dim], kv_dim, kc);
-      std::copy_n(&v[t * kv_dim], kv_dim, vc);
+      const SeqChunk& c = batch[static_cast<size_t>(row_chunk_[static_cast<size_t>(t)])];
+      const int64_t pos = row_pos_[static_cast<size_t>(t)];
+      cache_.write(l, c.block_table[static_cast<size_t>(pos / bs)], static_cast<int32_t>(pos % bs),
+                   &k_[t * kv_dim], &v_[t * kv_dim]);
     }
-    attention(l, T, q.data(), attn.data());
-    tensor::matmul(L.wo, attn.data(), T, proj.data(), pool_);
-    for (int64_t i = 0; i < T * E; ++i) x[i] += proj[i];
+    attention(l, batch);
+    tensor::matmul(L.wo, attn_.data(), T, proj_.data(), pool_);
+    for (int64_t i = 0; i < T * E; ++i) x_[i] += proj_[i];
 
     for (int64_t t = 0; t < T; ++t)
-      tensor::rms_norm(&x[t * E], L.ffn_norm.data(), E, hp.rms_eps, &xn[t * E]);
-    tensor::matmul(L.ffn_gate, xn.data(), T, gate.data(), pool_);
-    tensor::matmul(L.ffn_up, xn.data(), T, up.data(), pool_);
-    for (int64_t i = 0; i < T * hp.n_ff; ++i) gate[i] = tensor::silu(gate[i]) * up[i];
-    tensor::matmul(L.ffn_down, gate.data(), T, proj.data(), pool_);
-    for (int64_t i = 0; i < T * E; ++i) x[i] += proj[i];
+      tensor::rms_norm(&x_[t * E], L.ffn_norm.data(), E, hp.rms_eps, &xn_[t * E]);
+    tensor::matmul(L.ffn_gate, xn_.data(), T, gate_.data(), pool_);
+    tensor::matmul(L.ffn_up, xn_.data(), T, up_.data(), pool_);
+    for (int64_t i = 0; i < T * hp.n_ff; ++i) gate_[i] = tensor::silu(gate_[i]) * up_[i];
+    tensor::matmul(L.ffn_down, gate_.data(), T, proj_.data(), pool_);
+    for (int64_t i = 0; i < T * E; ++i) x_[i] += proj_[i];
   }
 
-  // Only the rows whose logits are wanted go through the output matrix.
-  const int64_t first = all_logits != nullptr ? 0 : T - 1;
-  const int64_t n_out = T - first;
-  for (int64_t t = first; t < T; ++t) {
-    tensor::rms_norm(&x[t * E], model_.output_norm().data(), E, hp.rms_eps, &xn[(t - first) * E]);
+  if (hidden != nullptr) {
+    hidden->resize(static_cast<size_t>(T * E));
+    for (int64_t t = 0; t < T; ++t) {
+      tensor::rms_norm(&x_[t * E], model_.output_norm().data(), E, hp.rms_eps, &(*hidden)[t * E]);
+    }
   }
-  std::vector<float> logits = buf(n_out * hp.n_vocab);
-  tensor::matmul(model_.output(), xn.data(), n_out, logits.data(), pool_);
-  n_past_ += T;
-  logits_.assign(logits.end() - hp.n_vocab, logits.end());
-  if (all_logits != nullptr) *all_logits = std::move(logits);
+  // Only the rows whose logits are wanted go through the output matrix.
+  int64_t out_row = 0, t0 = 0;
+  for (const SeqChunk& c : batch) {
+    const auto n = static_cast<int64_t>(c.tokens.size());
+    for (int64_t t = t0 + n - c.n_logits; t < t0 + n; ++t) {
+      tensor::rms_norm(&x_[t * E], model_.output_norm().data(), E, hp.rms_eps, &xn_[out_row++ * E]);
+    }
+    t0 += n;
+  }
+  logits_.resize(static_cast<size_t>(n_out * hp.n_vocab));
+  if (n_out > 0) tensor::matmul(model_.output(), xn_.data(), n_out, logits_.data(), pool_);
   return logits_;
 }
 

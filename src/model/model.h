@@ -81,11 +81,54 @@ class Model {
   bool tied_ = false;
 };
 
-// One sequence's state: a KV cache and the position of the next token.
+class KvCache;
+enum class KvType;
+
+// One sequence's share of a forward step.
+struct SeqChunk {
+  std::span<const int32_t> tokens;       // new tokens, at positions pos0, pos0 + 1, ...
+  int64_t pos0 = 0;                      // positions before it are already in the KV cache
+  std::span<const int32_t> block_table;  // KV blocks covering positions [0, pos0 + tokens.size())
+  int64_t n_logits = 1;                  // logits wanted for the last n_logits tokens
+};
+
+// Runs forward steps over batches of sequences: one pass through the weights per step (the
+// tokens of all sequences form one activation matrix), each sequence's attention reading its
+// own KV blocks. A token's result depends only on its sequence's tokens, never on what else is
+// in the batch or how its prompt was split into chunks (batch invariance): every row's
+// reductions run in a fixed order. Keeps scratch buffers between steps.
+class BatchRunner {
+ public:
+  BatchRunner(const Model& model, KvCache& cache, tensor::ThreadPool* pool);
+
+  // Writes the chunks' K/V into the cache and returns the wanted logits: for each chunk in
+  // order, n_logits rows of n_vocab. If hidden is given, it receives every token's final
+  // normalized hidden state ([total tokens][n_embd]). Throws model::Error for an empty chunk, a
+  // token id out of range, a block table too short or naming a block outside the cache.
+  std::span<const float> run(std::span<const SeqChunk> batch, std::vector<float>* hidden = nullptr);
+
+  const Model& model() const { return model_; }
+  KvCache& cache() { return cache_; }
+
+ private:
+  void attention(int64_t layer, std::span<const SeqChunk> batch);
+
+  const Model& model_;
+  KvCache& cache_;
+  tensor::ThreadPool* pool_;
+  // Per-token bookkeeping and activations of the current step.
+  std::vector<int32_t> row_chunk_;
+  std::vector<int64_t> row_pos_, row_order_;
+  std::vector<float> x_, xn_, q_, k_, v_, attn_, proj_, gate_, up_, rope_cos_, rope_sin_, logits_;
+};
+
+// One sequence with its own contiguous KV cache: the simple path for tools and tests.
 class Session {
  public:
   // n_ctx: the most positions this session can hold (0: the model's training context).
   Session(const Model& model, int64_t n_ctx, tensor::ThreadPool* pool);
+  Session(const Model& model, int64_t n_ctx, tensor::ThreadPool* pool, KvType kv_type);
+  ~Session();
 
   // Appends tokens at positions n_past().. and runs them through the model. Returns the logits
   // of the last token (n_vocab floats); if all_logits is given, it receives every token's logits
@@ -99,13 +142,11 @@ class Session {
   void reset() { n_past_ = 0; }
 
  private:
-  void attention(int64_t layer, int64_t n_tokens, const float* q, float* out);
-
-  const Model& model_;
-  tensor::ThreadPool* pool_;
   int64_t n_ctx_;
   int64_t n_past_ = 0;
-  std::vector<float> k_cache_, v_cache_;  // [layer][n_ctx][n_head_kv * head_dim]
+  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<BatchRunner> runner_;
+  std::vector<int32_t> block_table_;
   std::vector<float> logits_;
 };
 

@@ -54,11 +54,14 @@ class Tokenizer {
   std::string decode(std::span<const Token> tokens, bool render_special = false) const;
 
   int32_t n_vocab() const { return static_cast<int32_t>(pieces_.size()); }
-  const std::string& piece(Token t) const { return pieces_.at(static_cast<size_t>(t)); }  // raw vocab entry
+  const std::string& piece(Token t) const {
+    return pieces_.at(static_cast<size_t>(t));
+  }  // raw vocab entry
   TokenAttr attr(Token t) const { return attrs_.at(static_cast<size_t>(t)); }
   Token bos() const { return bos_; }  // -1 if none
   Token eos() const { return eos_; }  // -1 if none
-  // End of generation: EOS, EOT (tokenizer.ggml.eot_token_id) and tokens like <|eot_id|>, <|im_end|>.
+  // End of generation: EOS, EOT (tokenizer.ggml.eot_token_id) and tokens like <|eot_id|>,
+  // <|im_end|>.
   bool is_eog(Token t) const;
   bool add_bos() const { return add_bos_; }
   bool add_eos() const { return add_eos_; }
@@ -81,14 +84,17 @@ class Tokenizer {
 // until it completes, so every returned chunk is valid UTF-8 (invalid sequences become U+FFFD).
 class StreamDecoder {
  public:
-  explicit StreamDecoder(const Tokenizer& tok) : tok_(tok) {}
+  // at_start: the tokens begin the text, so SentencePiece's leading space is dropped as decode()
+  // does; false for a continuation (generated tokens after a prompt), whose spaces are real.
+  explicit StreamDecoder(const Tokenizer& tok, bool at_start = true)
+      : tok_(tok), first_(at_start) {}
   std::string push(Token t);  // text that became complete with this token
   std::string flush();        // what remains at the end of the stream
 
  private:
   const Tokenizer& tok_;
   std::string pending_;
-  bool first_ = true;
+  bool first_;
 };
 
 }  // namespace maas::tokenizer

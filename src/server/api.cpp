@@ -1,0 +1,230 @@
+// Routing, authentication, models, tokenize/detokenize, health, readiness and metrics. The
+// generation endpoints live in api_generate.cpp.
+#include "server/api.h"
+
+#include <fmt/format.h>
+
+#include <ctime>
+
+#include "gguf/gguf.h"
+#include "server/api_job.h"
+#include "server/openai_schema.h"
+
+namespace maas::server {
+
+ServedModel::~ServedModel() {
+  if (engine) engine->stop();
+}
+
+std::unique_ptr<ServedModel> ServedModel::load(const std::string& id, const std::string& path,
+                                               const engine::EngineConfig& config) {
+  auto m = std::make_unique<ServedModel>();
+  m->id = id;
+  m->path = path;
+  m->file = std::make_unique<gguf::File>(gguf::File::open(path));
+  m->model = model::Model::load(*m->file);
+  m->tok = tokenizer::Tokenizer::from_gguf(*m->file);
+  if (m->tok->n_vocab() != m->model->hparams().n_vocab) {
+    throw std::runtime_error(fmt::format("{}: the tokenizer has {} tokens, the model {}", path,
+                                         m->tok->n_vocab(), m->model->hparams().n_vocab));
+  }
+  if (auto src = m->file->get_string("tokenizer.chat_template")) {
+    try {
+      m->chat_template = tmpl::Template::parse(*src);
+    } catch (const tmpl::Error& e) {
+      throw std::runtime_error(
+          fmt::format("{}: its chat template does not parse: {}", path, e.what()));
+    }
+  }
+  engine::EngineConfig c = config;
+  c.model_id = id;
+  m->engine = std::make_unique<engine::Engine>(*m->model, *m->tok, c);
+  m->engine->start();
+  m->created = static_cast<int64_t>(std::time(nullptr));
+  return m;
+}
+
+Api::Api(ApiConfig config) : config_(std::move(config)) {}
+
+Api::~Api() { cancel_all(); }
+
+void Api::add_model(std::unique_ptr<ServedModel> m) { models_.push_back(std::move(m)); }
+
+ServedModel& Api::find_model(const std::string& id) {
+  for (auto& m : models_) {
+    if (m->id == id) return *m;
+  }
+  throw ApiError(404, fmt::format("The model '{}' does not exist", id), "model",
+                 "invalid_request_error", "model_not_found");
+}
+
+ServedModel& Api::only_or_named_model(const std::string* id) {
+  if (id != nullptr) return find_model(*id);
+  if (models_.size() != 1) throw ApiError(400, "'model' is required", "model");
+  return *models_.front();
+}
+
+void Api::cancel_all() {
+  std::vector<std::shared_ptr<Job>> jobs;
+  {
+    std::lock_guard lock(jobs_mu_);
+    for (auto& [ptr, job] : jobs_) jobs.push_back(job);
+  }
+  for (auto& job : jobs) job->cancel();  // outside jobs_mu_: a job may finish meanwhile
+}
+
+size_t Api::in_flight() const {
+  std::lock_guard lock(jobs_mu_);
+  return jobs_.size();
+}
+
+namespace {
+
+// Constant-time comparison: the time taken does not depend on where the strings differ.
+bool same_secret(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  const size_t n = std::max(a.size(), b.size());
+  for (size_t i = 0; i < n; ++i) {
+    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
+    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
+    diff |= static_cast<unsigned char>(x ^ y);
+  }
+  return diff == 0;
+}
+
+std::string endpoint_label(const std::string& path) {
+  for (const char* known :
+       {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/tokenize",
+        "/detokenize", "/health", "/ready", "/metrics"}) {
+    if (path == known) return known;
+  }
+  if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
+  return "other";
+}
+
+}  // namespace
+
+void Api::handle(HttpRequest&& req, std::shared_ptr<ResponseWriter> w) {
+  const std::string endpoint = endpoint_label(req.path);
+  auto reply_json = [&](int status, const Json& body,
+                        std::vector<std::pair<std::string, std::string>> headers = {}) {
+    metrics_.count_request(endpoint, status);
+    w->send(status, "application/json", body.dump(-1, ' ', false, Json::error_handler_t::replace),
+            std::move(headers));
+  };
+  try {
+    const std::string& path = req.path;
+    if (path == "/health") {
+      reply_json(200, {{"status", "ok"}});
+      return;
+    }
+    if (path == "/ready") {
+      if (models_.empty()) throw ApiError(503, "no model is loaded", {}, "server_error");
+      reply_json(200, {{"status", "ready"}});
+      return;
+    }
+    if (path == "/metrics") {
+      std::vector<Metrics::EngineGauges> gauges;
+      for (const auto& m : models_) {
+        const auto st = m->engine->stats();
+        gauges.push_back({m->id, st.running, st.waiting, st.kv_blocks_used, st.kv_blocks_free,
+                          st.prefix_hits, st.prefix_misses, st.preemptions});
+      }
+      metrics_.count_request(endpoint, 200);
+      w->send(200, "text/plain; version=0.0.4", metrics_.render(gauges));
+      return;
+    }
+    if (!config_.api_keys.empty()) {
+      const std::string* auth = req.header("authorization");
+      bool ok = false;
+      if (auth != nullptr && auth->rfind("Bearer ", 0) == 0) {
+        const std::string_view key = std::string_view(*auth).substr(7);
+        for (const auto& k : config_.api_keys) ok = same_secret(key, k) || ok;
+      }
+      if (!ok) {
+        throw ApiError(401, "Incorrect or missing API key: send 'Authorization: Bearer KEY'", {},
+                       "invalid_request_error", "invalid_api_key");
+      }
+    }
+    const bool get = req.method == "GET" || req.method == "HEAD";
+    const bool post = req.method == "POST";
+    if (path == "/v1/models" && get) {
+      Json data = Json::array();
+      for (const auto& m : models_) {
+        data.push_back(
+            {{"id", m->id}, {"object", "model"}, {"created", m->created}, {"owned_by", "maas"}});
+      }
+      reply_json(200, {{"object", "list"}, {"data", data}});
+      return;
+    }
+    if (path.rfind("/v1/models/", 0) == 0 && get) {
+      ServedModel& m = find_model(path.substr(11));
+      reply_json(200,
+                 {{"id", m.id}, {"object", "model"}, {"created", m.created}, {"owned_by", "maas"}});
+      return;
+    }
+    if (path == "/v1/chat/completions" && post) return chat(req, w);
+    if (path == "/v1/completions" && post) return completions(req, w);
+    if (path == "/v1/embeddings" && post) return embeddings(req, w);
+    if (path == "/tokenize" && post) {
+      const Json body = parse_body(req.body);
+      const Json* model_field =
+          body.contains("model") && body["model"].is_string() ? &body["model"] : nullptr;
+      const std::string model_name = model_field ? model_field->get<std::string>() : "";
+      ServedModel& m = only_or_named_model(model_field ? &model_name : nullptr);
+      if (!body.contains("content") || !body["content"].is_string()) {
+        throw ApiError(400, "'content' must be a string", "content");
+      }
+      bool add_special = true;
+      if (body.contains("add_special")) {
+        if (!body["add_special"].is_boolean()) {
+          throw ApiError(400, "'add_special' must be a boolean", "add_special");
+        }
+        add_special = body["add_special"].get<bool>();
+      }
+      const auto ids = m.tok->encode(body["content"].get<std::string>(), add_special, true);
+      reply_json(200, {{"tokens", ids}, {"model", m.id}});
+      return;
+    }
+    if (path == "/detokenize" && post) {
+      const Json body = parse_body(req.body);
+      const std::string model_name = body.contains("model") && body["model"].is_string()
+                                         ? body["model"].get<std::string>()
+                                         : "";
+      ServedModel& m = only_or_named_model(model_name.empty() ? nullptr : &model_name);
+      if (!body.contains("tokens") || !body["tokens"].is_array()) {
+        throw ApiError(400, "'tokens' must be an array of token ids", "tokens");
+      }
+      std::vector<int32_t> ids;
+      for (const Json& t : body["tokens"]) {
+        if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
+            t.get<int64_t>() >= m.tok->n_vocab()) {
+          throw ApiError(400,
+                         fmt::format("'tokens' must hold token ids below {}", m.tok->n_vocab()),
+                         "tokens");
+        }
+        ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
+      }
+      reply_json(200, {{"content", m.tok->decode(ids)}, {"model", m.id}});
+      return;
+    }
+    const bool known = endpoint != "other";
+    if (known) {
+      throw ApiError(405, fmt::format("Method {} is not allowed for {}", req.method, path));
+    }
+    throw ApiError(404, fmt::format("Unknown request URL: {} {}", req.method, path), {},
+                   "invalid_request_error", "unknown_url");
+  } catch (const ApiError& e) {
+    std::vector<std::pair<std::string, std::string>> headers;
+    if (e.status == 429 || e.status == 503) headers.emplace_back("retry-after", "1");
+    metrics_.count_request(endpoint, e.status);
+    w->send(e.status, "application/json", error_json(e), std::move(headers));
+  } catch (const std::exception& e) {
+    metrics_.count_request(endpoint, 500);
+    w->send(
+        500, "application/json",
+        error_json(ApiError(500, fmt::format("internal error: {}", e.what()), {}, "server_error")));
+  }
+}
+
+}  // namespace maas::server

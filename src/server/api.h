@@ -1,0 +1,77 @@
+// The OpenAI-compatible API over the serving engines: routing, authentication, the endpoint
+// handlers and metrics. Transport-independent: it receives parsed HTTP requests and answers
+// through a ResponseWriter (server/http_server.h).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/engine.h"
+#include "server/http_server.h"
+#include "server/metrics.h"
+#include "template/template.h"
+
+namespace maas::gguf {
+class File;
+}
+
+namespace maas::server {
+
+// A loaded model with its engine.
+struct ServedModel {
+  std::string id, path;
+  std::unique_ptr<gguf::File> file;
+  std::unique_ptr<model::Model> model;
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+  std::unique_ptr<engine::Engine> engine;
+  std::optional<tmpl::Template> chat_template;  // none: the default (see docs/API.md)
+  int64_t created = 0;                          // unix time it was loaded
+
+  // Loads the file, builds the engine and starts its thread. Throws with a clear message.
+  static std::unique_ptr<ServedModel> load(const std::string& id, const std::string& path,
+                                           const engine::EngineConfig& config);
+  ~ServedModel();
+};
+
+struct ApiConfig {
+  std::vector<std::string> api_keys;  // empty: no authentication
+};
+
+class Api {
+ public:
+  explicit Api(ApiConfig config);
+  ~Api();
+
+  void add_model(std::unique_ptr<ServedModel> m);
+  // The request handler for HttpServer. Never blocks: generations are handed to the engines.
+  void handle(HttpRequest&& req, std::shared_ptr<ResponseWriter> writer);
+  // Cancels every request in flight (the end of a graceful shutdown's deadline).
+  void cancel_all();
+  size_t in_flight() const;
+  Metrics& metrics() { return metrics_; }
+
+  struct Job;  // one HTTP request's generations (internal)
+
+ private:
+  ServedModel& find_model(const std::string& id);
+  ServedModel& only_or_named_model(const std::string* id);
+  void chat(const HttpRequest& req, std::shared_ptr<ResponseWriter> w);
+  void completions(const HttpRequest& req, std::shared_ptr<ResponseWriter> w);
+  void embeddings(const HttpRequest& req, std::shared_ptr<ResponseWriter> w);
+  void start_job(std::shared_ptr<Job> job, std::vector<engine::Request> requests);
+
+  ApiConfig config_;
+  std::vector<std::unique_ptr<ServedModel>> models_;
+  Metrics metrics_;
+  mutable std::mutex jobs_mu_;
+  // Jobs in flight, owned here until they have answered (the engine and the transport hold only
+  // weak references).
+  std::unordered_map<Job*, std::shared_ptr<Job>> jobs_;
+};
+
+}  // namespace maas::server

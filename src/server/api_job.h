@@ -1,0 +1,63 @@
+// One HTTP request's generations in flight: the engine handles it submitted, what each choice
+// produced so far, and how to answer (a whole JSON body, or a stream of server-sent events).
+// Internal to the server layer.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "engine/engine.h"
+#include "server/api.h"
+#include "server/openai_schema.h"
+
+namespace maas::server {
+
+struct Api::Job : std::enable_shared_from_this<Api::Job> {
+  enum class Kind { Chat, Completion, Embedding };
+  Kind kind = Kind::Chat;
+  std::string endpoint, id, model_id;
+  int64_t created = 0;
+  std::shared_ptr<ResponseWriter> writer;
+  Metrics* metrics = nullptr;
+  const tokenizer::Tokenizer* tok = nullptr;
+  bool stream = false, include_usage = false, echo = false, base64 = false;
+  int32_t n = 1;          // choices per prompt
+  int32_t logprobs = -1;  // -1: none; else the number of top alternatives
+  std::vector<std::vector<int32_t>> prompts;
+
+  struct Choice {
+    std::string text;
+    std::vector<engine::TokenOutput> tokens;
+    engine::FinishReason finish = engine::FinishReason::None;
+    std::string error;
+    std::vector<float> embedding;
+    engine::Clock::time_point last_token{};
+  };
+
+  std::mutex mu;
+  std::vector<std::shared_ptr<engine::RequestHandle>> handles;
+  std::vector<Choice> choices;  // prompts.size() * n, choice p * n + i
+  std::vector<bool> handle_done;
+  bool responded = false;
+  std::function<void()> on_done;  // called once, without locks held, after the answer
+
+  // Takes every output the handles have, streams or stores it, and answers when all are done.
+  // Called from the engine thread (notify) and once by the handler after submitting.
+  void pump();
+  void cancel();
+
+ private:
+  void pump_locked();
+  void stream_output(size_t choice, const engine::Output& out);
+  void finish_response();
+  Json usage_json() const;
+  Json chat_logprobs(const std::vector<engine::TokenOutput>& tokens) const;
+  Json completion_logprobs(size_t choice, const std::vector<engine::TokenOutput>& tokens,
+                           bool with_prompt, size_t text_offset) const;
+  std::string chunk_header() const;
+};
+
+}  // namespace maas::server

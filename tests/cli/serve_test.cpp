@@ -1,0 +1,354 @@
+// `maas serve` as a process: the official OpenAI SDK against it, the README quick start,
+// SIGTERM draining, client disconnects cancelling work, overload answered with 429, and 1000
+// concurrent streams.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <regex>
+#include <thread>
+
+#include "server/http_test_client.h"
+#include "support/test_util.h"
+
+namespace maas::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+const std::string kStories = shared_dir() + "/models/stories260K";
+
+std::string stories_model() {
+  static const std::string path = [] {
+    const std::string out = scratch_dir() + "/stories.gguf";
+    auto r = run_command({maas_binary(), "convert", "llama2c", kStories + "/stories260K.bin",
+                          kStories + "/tok512.bin", "-o", out});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return out;
+  }();
+  return path;
+}
+
+uint16_t free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a = http::loopback(0);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// A `maas serve` child process on a free port, its stderr in a file.
+class ServeProcess {
+ public:
+  explicit ServeProcess(std::vector<std::string> extra_args) : port_(free_port()) {
+    log_ = scratch_dir() + "/serve-" + std::to_string(port_) + ".log";
+    std::vector<std::string> args = {maas_binary(), "serve",
+                                     "-m",          "stories=" + stories_model(),
+                                     "--port",      std::to_string(port_)};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      FILE* f = std::freopen(log_.c_str(), "w", stderr);
+      (void)f;
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      _exit(127);
+    }
+    // Ready when /health answers.
+    for (int i = 0; i < 200; ++i) {
+      if (request("GET /health HTTP/1.1\r\nhost: x\r\n\r\n").status == 200) return;
+      std::this_thread::sleep_for(50ms);
+    }
+    ADD_FAILURE() << "maas serve did not come up: " << read_file(log_);
+  }
+  ~ServeProcess() {
+    if (pid_ > 0) stop(SIGKILL);
+  }
+
+  uint16_t port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  std::string base() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  std::string log() const { return read_file(log_); }
+
+  // One request on a fresh connection; status 0 if the connection failed.
+  http::Response request(const std::string& raw, std::chrono::milliseconds timeout = 10s) const {
+    if (http::try_connect(port_) < 0) return {};
+    http::Client c(port_);
+    c.send(raw);
+    auto r = c.read_response(timeout);
+    return r ? *r : http::Response{};
+  }
+
+  // Sends sig (0: none) and returns the exit status (-1 if it did not exit within the timeout).
+  int stop(int sig, std::chrono::seconds timeout = 20s) {
+    ::kill(pid_, sig);
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < end) {
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+      std::this_thread::sleep_for(20ms);
+    }
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+    return -1;
+  }
+
+ private:
+  uint16_t port_;
+  pid_t pid_ = -1;
+  std::string log_;
+};
+
+std::string post_json(const std::string& path, const std::string& body) {
+  return "POST " + path + " HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n" +
+         "content-length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+std::string reference_text() {
+  const std::string readme = read_file(kStories + "/README.md");
+  const size_t open = readme.find("```\n", readme.find("prints exactly:"));
+  const size_t close = readme.find("\n```", open + 4);
+  return readme.substr(open + 4, close - open - 4);
+}
+
+TEST(ServeTest, OpenAiSdkDrivesEveryEndpoint) {
+  ServeProcess s({"--api-key", "sk-test-key"});
+  const std::string ref = scratch_dir() + "/reference.txt";
+  write_file(ref, reference_text());
+  auto r = run_command({"node", std::string(MAAS_SOURCE_DIR) + "/tests/node/openai_sdk_test.mjs",
+                        s.base() + "/v1", "sk-test-key", ref});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err << s.log();
+  EXPECT_NE(r.out.find("all checks passed"), std::string::npos);
+  EXPECT_EQ(s.stop(SIGTERM), 0);
+}
+
+// The README's quick start: the curl command shown there, against the served default model,
+// answers what the README shows.
+TEST(ServeTest, ReadmeQuickStartAnswersAsShown) {
+  const std::string readme = read_file(std::string(MAAS_SOURCE_DIR) + "/README.md");
+  std::smatch m;
+  const std::regex cmd_re("```sh\n(curl [^`]*?)\n```");
+  ASSERT_TRUE(std::regex_search(readme, m, cmd_re)) << "no curl block in the README";
+  std::string cmd = m[1];
+  const std::regex out_re("```json\n(\\{[^`]*?\\})\n```");
+  std::smatch om;
+  ASSERT_TRUE(std::regex_search(readme, om, out_re)) << "no answer shown in the README";
+  const std::string shown = om[1];
+  // The README serves models/stories260K.gguf as "stories260K" on port 8080.
+  ServeProcess s({"-m", "stories260K=" + stories_model()});
+  cmd = std::regex_replace(cmd, std::regex("127\\.0\\.0\\.1:8080"),
+                           "127.0.0.1:" + std::to_string(s.port()));
+  cmd = std::regex_replace(cmd, std::regex("\\\\\n"), " ");
+  auto r = run_shell(cmd + " -s");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // The answer's text and finish reason are what the README shows (ids and times differ).
+  const std::regex content_re("\"content\":\"([^\"]*)\"");
+  std::smatch got_c, want_c;
+  ASSERT_TRUE(std::regex_search(r.out, got_c, content_re)) << r.out;
+  ASSERT_TRUE(std::regex_search(shown, want_c, content_re)) << shown;
+  EXPECT_EQ(got_c[1], want_c[1]);
+  EXPECT_NE(r.out.find("\"finish_reason\":\"length\""), std::string::npos);
+}
+
+TEST(ServeTest, SigtermLetsInFlightStreamsFinishThenExitsZero) {
+  ServeProcess s({"--threads", "1"});
+  std::vector<std::unique_ptr<http::Client>> clients;
+  const std::string body =
+      R"({"model":"stories","prompt":"Once upon a time","max_tokens":400,"ignore_eos":true,)"
+      R"("temperature":0,"stream":true})";
+  for (int i = 0; i < 4; ++i) {
+    clients.push_back(std::make_unique<http::Client>(s.port()));
+    clients.back()->send(post_json("/v1/completions", body));
+  }
+  for (auto& c : clients) {
+    auto head = c->read_head();
+    ASSERT_TRUE(head);
+    ASSERT_EQ(head->status, 200);
+    ASSERT_TRUE(c->read_chunk());  // generation has started
+  }
+  ::kill(s.pid(), SIGTERM);
+  // New connections are refused while the streams finish.
+  std::this_thread::sleep_for(100ms);
+  EXPECT_LT(http::try_connect(s.port()), 0);
+  for (auto& c : clients) {
+    std::string rest;
+    while (auto chunk = c->read_chunk(10s)) {
+      if (chunk->empty()) break;
+      rest += *chunk;
+    }
+    EXPECT_NE(rest.find("\"finish_reason\":\"length\""), std::string::npos);
+    EXPECT_NE(rest.find("data: [DONE]"), std::string::npos);
+  }
+  EXPECT_EQ(s.stop(0), 0);  // signal 0: only wait for the exit the SIGTERM started
+  EXPECT_NE(s.log().find("finishing 4 request(s) in flight"), std::string::npos) << s.log();
+}
+
+TEST(ServeTest, SigtermDeadlineCutsStreamsThatDoNotFinish) {
+  ServeProcess s({"--threads", "1", "--shutdown-timeout", "0.2"});
+  http::Client c(s.port());
+  c.send(post_json("/v1/completions",
+                   R"({"model":"stories","prompt":"Once","max_tokens":500,"ignore_eos":true,)"
+                   R"("stream":true,"n":8})"));
+  ASSERT_TRUE(c.read_head());
+  ASSERT_TRUE(c.read_chunk());
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(s.stop(SIGTERM), 0);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  std::string rest;
+  while (auto chunk = c.read_chunk(2s)) {
+    if (chunk->empty()) break;
+    rest += *chunk;
+  }
+  EXPECT_EQ(rest.find("data: [DONE]"), std::string::npos);
+}
+
+double metric(const std::string& text, const std::string& name) {
+  const size_t at = text.find("\n" + name + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + name.size() + 2));
+}
+
+TEST(ServeTest, DisconnectMidStreamCancelsTheRequest) {
+  ServeProcess s({"--threads", "1"});
+  {
+    http::Client c(s.port());
+    c.send(post_json("/v1/completions",
+                     R"({"model":"stories","prompt":"Once upon a time","max_tokens":450,)"
+                     R"("ignore_eos":true,"stream":true})"));
+    ASSERT_TRUE(c.read_head());
+    ASSERT_TRUE(c.read_chunk());
+    c.reset();  // the client goes away
+  }
+  std::string m;
+  for (int i = 0; i < 100; ++i) {
+    m = s.request("GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").body;
+    if (m.find("maas_requests_total{endpoint=\"/v1/completions\",status=\"499\"} 1") !=
+            std::string::npos &&
+        m.find("maas_running_sequences{model=\"stories\"} 0") != std::string::npos) {
+      break;
+    }
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_NE(m.find("status=\"499\"} 1"), std::string::npos) << m;
+  EXPECT_NE(m.find("maas_running_sequences{model=\"stories\"} 0"), std::string::npos) << m;
+  EXPECT_NE(m.find("maas_kv_blocks_used{model=\"stories\"} 0"), std::string::npos) << m;
+  // Cancelled well before its 450 tokens.
+  EXPECT_LT(metric(m, "maas_generation_tokens_total"), 450);
+}
+
+long rss_kib(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(f, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return -1;
+}
+
+TEST(ServeTest, OverloadGets429WithRetryAfterAndMemoryStaysBounded) {
+  ServeProcess s({"--threads", "1", "--max-running", "1", "--max-waiting", "2"});
+  const std::string body =
+      R"({"model":"stories","prompt":"Once upon a time","max_tokens":300,"ignore_eos":true})";
+  auto burst = [&](int n) {
+    std::vector<std::unique_ptr<http::Client>> cs;
+    for (int i = 0; i < n; ++i) {
+      cs.push_back(std::make_unique<http::Client>(s.port()));
+      cs.back()->send(post_json("/v1/completions", body));
+    }
+    int ok = 0, busy = 0;
+    for (auto& c : cs) {
+      auto r = c->read_response(60s);
+      if (!r) continue;
+      if (r->status == 200) ++ok;
+      if (r->status == 429) {
+        ++busy;
+        EXPECT_EQ(r->header("retry-after"), "1");
+        EXPECT_NE(r->body.find("\"error\""), std::string::npos);
+      }
+    }
+    return std::pair(ok, busy);
+  };
+  const auto [ok, busy] = burst(20);
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(busy, 10);
+  EXPECT_EQ(ok + busy, 20);
+  const long before = rss_kib(s.pid());
+  for (int round = 0; round < 5; ++round) burst(40);
+  const long after = rss_kib(s.pid());
+  EXPECT_LT(after - before, 64 * 1024) << "RSS grew from " << before << " to " << after << " KiB";
+  EXPECT_EQ(s.stop(SIGTERM), 0);
+}
+
+// Bad requests get the right 4xx with an OpenAI error object naming the problem, and the server
+// keeps serving.
+TEST(ServeTest, BadRequestsGetClearErrors) {
+  ServeProcess s({"-c", "64"});
+  struct Case {
+    std::string path, body;
+    int status;
+    std::string needle;  // in the error message or param
+  };
+  const std::string msgs = R"("messages":[{"role":"user","content":"hi"}])";
+  const std::vector<Case> cases = {
+      {"/v1/chat/completions", "{not json", 400, "not valid JSON"},
+      {"/v1/chat/completions", "[1,2]", 400, "JSON object"},
+      {"/v1/chat/completions", "{\"model\":\"stories\",\"messages\":\"\xff\xfe\"}", 400,
+       "not valid JSON"},
+      {"/v1/chat/completions", R"({"model":"stories","messages":5})", 400,
+       "\"param\":\"messages\""},
+      {"/v1/chat/completions", R"({"model":"stories",)" + msgs + R"(,"max_tokens":"x"})", 400,
+       "\"param\":\"max_tokens\""},
+      {"/v1/chat/completions", R"({"model":"stories",)" + msgs + R"(,"n":0})", 400,
+       "\"param\":\"n\""},
+      {"/v1/chat/completions", R"({"model":"stories",)" + msgs + R"(,"temperature":3})", 400,
+       "\"param\":\"temperature\""},
+      {"/v1/chat/completions",
+       R"({"model":"stories","messages":[{"role":"user","content":[{"type":"image_url"}]}]})", 400,
+       "not supported"},
+      {"/v1/chat/completions", R"({"messages":[]})", 400, "\"param\":\"model\""},
+      {"/v1/chat/completions", R"({"model":"gpt-4",)" + msgs + "}", 404, "model_not_found"},
+      {"/v1/completions", R"({"model":"stories","prompt":[70000]})", 400, "out of range"},
+      {"/v1/completions", R"({"model":"stories","prompt":"Once","suffix":"x"})", 400, "suffix"},
+      {"/v1/completions", R"({"model":"stories","prompt":"Once","max_tokens":100})", 400,
+       "context"},
+      {"/v1/completions", R"({"model":"stories","prompt":"Once","logit_bias":{"x":1}})", 400,
+       "logit_bias"},
+      {"/v1/embeddings", R"({"model":"stories","input":{}})", 400, "\"param\":\"input\""},
+      {"/v1/nothing", "{}", 404, "Unknown request URL"},
+  };
+  for (const Case& c : cases) {
+    auto r = s.request(post_json(c.path, c.body));
+    EXPECT_EQ(r.status, c.status) << c.body << " -> " << r.body;
+    EXPECT_NE(r.body.find("\"error\""), std::string::npos) << r.body;
+    EXPECT_NE(r.body.find(c.needle), std::string::npos) << c.body << " -> " << r.body;
+    EXPECT_FALSE(r.header("x-request-id").empty());
+  }
+  // A body over the limit is refused by the transport before it is read.
+  auto big =
+      s.request("POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 100000000\r\n\r\n");
+  EXPECT_EQ(big.status, 413);
+  EXPECT_EQ(s.request("GET /health HTTP/1.1\r\nhost: x\r\n\r\n").status, 200);
+  EXPECT_EQ(s.stop(SIGTERM), 0);
+}
+
+TEST(ServeTest, ThousandConcurrentStreams) {
+  ServeProcess s({"--max-waiting", "2000", "--max-running", "64"});
+  auto r = run_command({"node", std::string(MAAS_SOURCE_DIR) + "/tests/node/many_streams.mjs",
+                        s.base(), "stories", "1000"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("streams 1000 completed"), std::string::npos) << r.out;
+  EXPECT_EQ(s.stop(SIGTERM), 0);
+}
+
+}  // namespace
+}  // namespace maas::test

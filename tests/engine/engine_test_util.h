@@ -1,0 +1,76 @@
+// Shared by the engine tests: the stories260K model converted once, and helpers that run
+// requests to completion and collect what they produced.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "convert/convert.h"
+#include "engine/engine.h"
+#include "gguf/gguf.h"
+#include "support/test_util.h"
+
+namespace maas::test {
+
+struct StoriesModel {
+  std::unique_ptr<gguf::File> file;
+  std::unique_ptr<model::Model> model;
+  std::unique_ptr<tokenizer::Tokenizer> tok;
+};
+
+// stories260K from ../shared, converted to an F32 GGUF once per test binary.
+inline const StoriesModel& stories() {
+  static const StoriesModel m = [] {
+    const std::string dir = shared_dir() + "/models/stories260K";
+    const std::string out = scratch_dir() + "/stories260K.gguf";
+    convert::llama2c_to_gguf(dir + "/stories260K.bin", dir + "/tok512.bin", out, {});
+    StoriesModel s;
+    s.file = std::make_unique<gguf::File>(gguf::File::open(out));
+    s.model = model::Model::load(*s.file);
+    s.tok = tokenizer::Tokenizer::from_gguf(*s.file);
+    return s;
+  }();
+  return m;
+}
+
+struct Result {
+  std::vector<int32_t> tokens;
+  std::vector<engine::TokenOutput> outputs;
+  std::string text;
+  engine::FinishReason finish = engine::FinishReason::None;
+  engine::Usage usage;
+  std::vector<engine::TokenOutput> prompt_logprobs;
+};
+
+// Moves whatever the handle has into res (choice 0 only).
+inline void drain(engine::RequestHandle& h, Result& res) {
+  std::vector<engine::Output> outs;
+  h.try_next(outs);
+  for (auto& o : outs) {
+    for (auto& t : o.tokens) {
+      res.tokens.push_back(t.token);
+      res.outputs.push_back(t);
+    }
+    res.text += o.text;
+    if (o.finish != engine::FinishReason::None) res.finish = o.finish;
+  }
+  if (h.finished()) {
+    res.usage = h.usage();
+    res.prompt_logprobs = h.prompt_logprobs();
+  }
+}
+
+// Submits one request to an engine driven on this thread and steps until it is done.
+inline Result run_alone(engine::Engine& e, const engine::Request& r) {
+  auto h = e.submit(r);
+  Result res;
+  while (!h->finished()) {
+    e.step();
+    drain(*h, res);
+  }
+  drain(*h, res);
+  return res;
+}
+
+}  // namespace maas::test
