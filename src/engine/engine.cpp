@@ -249,7 +249,23 @@ Engine::Engine(const model::Model& model, const tokenizer::Tokenizer& tok, Engin
   impl_->max_context = max_context_;
 }
 
-Engine::~Engine() { stop(); }
+Engine::~Engine() {
+  stop();
+  // Requests still queued or running end as cancelled, so nobody waits on them forever.
+  std::vector<std::unique_ptr<Sequence>> left;
+  {
+    std::lock_guard lock(impl_->inbox_mu);
+    for (auto& s : impl_->inbox) left.push_back(std::move(s));
+    impl_->inbox.clear();
+  }
+  for (auto& s : impl_->running) left.push_back(std::move(s));
+  for (auto& s : impl_->waiting) left.push_back(std::move(s));
+  impl_->running.clear();
+  impl_->waiting.clear();
+  for (auto& s : left) {
+    if (!s->done) impl_->finish(*s, FinishReason::Cancelled, {});
+  }
+}
 
 std::shared_ptr<RequestHandle> Engine::submit(Request req) {
   const int64_t n_vocab = impl_->model.hparams().n_vocab;

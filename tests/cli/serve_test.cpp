@@ -11,6 +11,7 @@
 #include <regex>
 #include <thread>
 
+#include "gguf/gguf.h"
 #include "server/http_test_client.h"
 #include "support/test_util.h"
 
@@ -339,6 +340,63 @@ TEST(ServeTest, BadRequestsGetClearErrors) {
   EXPECT_EQ(big.status, 413);
   EXPECT_EQ(s.request("GET /health HTTP/1.1\r\nhost: x\r\n\r\n").status, 200);
   EXPECT_EQ(s.stop(SIGTERM), 0);
+}
+
+// A model whose GGUF carries tokenizer.chat_template: chat prompts are that template rendered
+// (as python3-jinja2 renders it) and tokenized with special tokens; a template that raises gives
+// a 400 with its message.
+TEST(ServeTest, ChatUsesTheModelsOwnTemplate) {
+  const std::string tmpl =
+      "{{ bos_token }}{% for m in messages %}{% if m.role == 'system' and not loop.first %}"
+      "{{ raise_exception('system only first') }}{% endif %}"
+      "[{{ m.role | upper }}] {{ m.content | trim }}\n{% endfor %}"
+      "{% if add_generation_prompt %}[ASSISTANT]{% endif %}";
+  const std::string with_template = scratch_dir() + "/templated.gguf";  // (its own directory)
+  {
+    auto f = gguf::File::open(stories_model());
+    gguf::Writer w;
+    for (const auto& [key, value] : f.metadata()) w.set(key, value);
+    w.set_string("tokenizer.chat_template", tmpl);
+    for (const auto& t : f.tensors()) {
+      w.add_tensor(t.name, t.type, t.dims, {t.data, static_cast<size_t>(t.n_bytes)});
+    }
+    w.write(with_template);
+  }
+  ServeProcess s({"-m", "tpl=" + with_template});
+  const std::string messages =
+      R"([{"role":"system","content":"Be brief."},{"role":"user","content":" Tell a story "}])";
+  // The reference rendering: Python's jinja2, with the model's BOS text.
+  const std::string dir = scratch_dir();
+  write_file(dir + "/t.jinja", tmpl);
+  write_file(dir + "/m.json", messages);
+  auto py = run_shell(
+      "/usr/bin/python3 -c \"import jinja2,json,sys; t=jinja2.Environment(trim_blocks=True,"
+      "lstrip_blocks=True).from_string(open(sys.argv[1]).read()); "
+      "sys.stdout.write(t.render(messages=json.load(open(sys.argv[2])),bos_token='<s>',"
+      "add_generation_prompt=True,raise_exception=None))\" " +
+      dir + "/t.jinja " + dir + "/m.json");
+  ASSERT_EQ(py.exit_code, 0) << py.err;
+  ASSERT_EQ(py.out, "<s>[SYSTEM] Be brief.\n[USER] Tell a story\n[ASSISTANT]");
+  // Its token count through /tokenize (special tokens parsed, no extra BOS added).
+  auto tok = s.request(post_json(
+      "/tokenize", R"({"model":"tpl","add_special":false,"content":)" + std::string("\"") +
+                       std::regex_replace(py.out, std::regex("\n"), "\\n") + "\"}"));
+  ASSERT_EQ(tok.status, 200) << tok.body;
+  const std::string ids =
+      tok.body.substr(tok.body.find('['), tok.body.find(']') - tok.body.find('['));
+  const auto n_tokens = std::count(ids.begin(), ids.end(), ',') + 1;
+  ASSERT_EQ(tok.body.find("\"tokens\":[1,"), 1u) << tok.body;  // <s> became BOS (id 1)
+  auto r = s.request(
+      post_json("/v1/chat/completions",
+                R"({"model":"tpl","max_tokens":3,"temperature":0,"messages":)" + messages + "}"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(r.body.find("\"prompt_tokens\":" + std::to_string(n_tokens) + ","), std::string::npos)
+      << r.body << " vs " << tok.body;
+  auto bad = s.request(post_json(
+      "/v1/chat/completions",
+      R"({"model":"tpl","messages":[{"role":"user","content":"a"},{"role":"system","content":"b"}]})"));
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("system only first"), std::string::npos) << bad.body;
 }
 
 TEST(ServeTest, ThousandConcurrentStreams) {

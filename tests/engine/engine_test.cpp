@@ -524,3 +524,29 @@ TEST(EngineTest, FullWaitQueueRefusesNewRequests) {
 
 }  // namespace
 }  // namespace maas::test
+
+namespace maas::test {
+namespace {
+
+TEST(EngineTest, DestroyingTheEngineEndsRequestsInFlight) {
+  const StoriesModel& m = stories();
+  std::shared_ptr<engine::RequestHandle> running, queued;
+  {
+    engine::EngineConfig c;
+    c.max_running = 1;
+    engine::Engine e(*m.model, *m.tok, c);
+    running = e.submit(make_request(m, "One day", 0, false));
+    e.step();
+    queued = e.submit(make_request(m, "One day", 1, false));
+  }
+  for (auto* h : {&running, &queued}) {
+    std::vector<engine::Output> outs;
+    while ((*h)->next(outs)) {
+    }
+    ASSERT_FALSE(outs.empty());
+    EXPECT_EQ(outs.back().finish, engine::FinishReason::Cancelled);
+  }
+}
+
+}  // namespace
+}  // namespace maas::test

