@@ -5,21 +5,26 @@
 // cache. Prefill (128 tokens) is reported as GFLOP/s (2 * rows * cols * tokens per product).
 // A read-bandwidth probe gives the machine's roofline for comparison.
 //
-//   matmul_bench [--threads=N] [--target=NAME] [--hot] [google benchmark flags]
+//   matmul_bench [--threads=N] [--target=NAME] [--hot] [--huge] [google benchmark flags]
+//   matmul_bench --model=FILE [--layout=mmap|anon|anon_huge] [--tokens=N] [--threads=N]
 // e.g. --benchmark_repetitions=5 --benchmark_report_aggregates_only=true for medians.
 #include <benchmark/benchmark.h>
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "gguf/gguf.h"
 #include "gguf/tensor_type.h"
 #include "tensor/kernels.h"
 #include "tensor/ops.h"
@@ -33,9 +38,8 @@ namespace tensor = maas::tensor;
 
 constexpr size_t kArenaBytes = size_t{1} << 30;
 int g_threads = 2;
-bool g_hot = false;
-bool g_huge = false;  // back the arena with transparent huge pages  // reuse one matrix
-                      // (cache-resident) instead of rotating through the arena
+bool g_hot = false;   // reuse one matrix (cache-resident) instead of rotating through the arena
+bool g_huge = false;  // back the arena with transparent huge pages
 
 // A 1 GiB buffer of valid weights of one type: random quants with sane fp16 scales.
 struct Arena {
@@ -167,7 +171,7 @@ void register_all() {
       TensorType::Q4_0, TensorType::Q8_0, TensorType::Q4_K, TensorType::Q6_K, TensorType::F16,
       TensorType::BF16, TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1, TensorType::Q2_K,
       TensorType::Q3_K, TensorType::Q5_K, TensorType::F32};
-  const int64_t shapes[][2] = {{2048, 2048}, {8192, 2048}, {2048, 8192}};
+  const int64_t shapes[][2] = {{2048, 2048}, {8192, 2048}, {2048, 8192}, {256, 2048}};
   for (TensorType t : types) {
     for (int64_t n_tokens : {1, 128}) {
       for (const auto& s : shapes) {
@@ -182,14 +186,104 @@ void register_all() {
   }
 }
 
+// --model=FILE: replays the matrix products of decoding one token with a llama-shaped GGUF model
+// (every layer's q, k, v, o, gate, up, down, then the output matrix), --tokens times, and prints
+// the time per token and per kind of matrix: the kernels alone, without the rest of the forward
+// pass. --layout=mmap reads the weights from the file mapping, anon copies them into anonymous
+// memory, anon_huge into anonymous memory advised for transparent huge pages.
+int replay_model(const std::string& path, const std::string& layout, int n_tokens) {
+  maas::gguf::File file = maas::gguf::File::open(path);
+  const auto& infos = file.tensors();
+  const uint8_t* lo = nullptr;
+  const uint8_t* hi = nullptr;
+  for (const auto& t : infos) {
+    if (lo == nullptr || t.data < lo) lo = t.data;
+    if (hi == nullptr || t.data + t.n_bytes > hi) hi = t.data + t.n_bytes;
+  }
+  const size_t span = static_cast<size_t>(hi - lo);
+  const uint8_t* base = lo;
+  if (layout == "anon" || layout == "anon_huge") {
+    void* p = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return 1;
+    if (layout == "anon_huge") madvise(p, span, MADV_HUGEPAGE);
+    std::memcpy(p, lo, span);
+    base = static_cast<const uint8_t*>(p);
+  }
+  struct Step {
+    std::string kind;
+    tensor::MatrixView w;
+  };
+  std::vector<Step> steps;
+  auto add = [&](const std::string& name, const std::string& kind) {
+    const maas::gguf::TensorInfo* t = file.tensor(name);
+    if (t == nullptr) return false;
+    const int64_t cols = static_cast<int64_t>(t->dims[0]);
+    const int64_t rows = static_cast<int64_t>(t->rows());
+    steps.push_back({kind,
+                     {t->type, base + (t->data - lo), cols, rows,
+                      *maas::gguf::bytes_for(t->type, static_cast<uint64_t>(cols))}});
+    return true;
+  };
+  for (int l = 0;; ++l) {
+    const std::string b = "blk." + std::to_string(l) + ".";
+    if (!add(b + "attn_q.weight", "q")) break;
+    add(b + "attn_k.weight", "k");
+    add(b + "attn_v.weight", "v");
+    add(b + "attn_output.weight", "o");
+    add(b + "ffn_gate.weight", "gate");
+    add(b + "ffn_up.weight", "up");
+    add(b + "ffn_down.weight", "down");
+  }
+  if (!add("output.weight", "output")) add("token_embd.weight", "output");
+  int64_t max_dim = 0;
+  for (const Step& s : steps) max_dim = std::max({max_dim, s.w.rows, s.w.cols});
+  std::vector<float> x(static_cast<size_t>(max_dim), 0.01f), y(static_cast<size_t>(max_dim));
+  std::map<std::string, double> seconds;
+  std::map<std::string, double> bytes;
+  std::vector<double> per_token;
+  using Clock = std::chrono::steady_clock;
+  for (int t = -1; t < n_tokens; ++t) {  // token -1 warms up
+    const auto t0 = Clock::now();
+    for (const Step& s : steps) {
+      const auto s0 = Clock::now();
+      tensor::matmul(s.w, x.data(), 1, y.data(), &pool());
+      if (t >= 0) {
+        seconds[s.kind] += std::chrono::duration<double>(Clock::now() - s0).count();
+        bytes[s.kind] += static_cast<double>(s.w.row_bytes) * static_cast<double>(s.w.rows);
+      }
+    }
+    if (t >= 0) per_token.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  std::sort(per_token.begin(), per_token.end());
+  double total_bytes = 0;
+  for (const auto& [k, v] : bytes) total_bytes += v;
+  const double med = per_token[per_token.size() / 2];
+  std::printf("%s layout=%s: %.2f ms/token median (min %.2f), %.2f tok/s, %.1f GB/s\n",
+              path.c_str(), layout.c_str(), med * 1e3, per_token.front() * 1e3, 1 / med,
+              total_bytes / n_tokens / med / 1e9);
+  for (const auto& [k, v] : seconds) {
+    std::printf("  %-7s %7.2f ms/token %6.1f GB/s\n", k.c_str(), v / n_tokens * 1e3,
+                bytes[k] / v / 1e9);
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::vector<char*> rest;
+  std::string model, layout = "mmap";
+  int replay_tokens = 16;
   for (int i = 0; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg.rfind("--threads=", 0) == 0) {
       g_threads = std::max(1, std::atoi(arg.c_str() + 10));
+    } else if (arg.rfind("--model=", 0) == 0) {
+      model = arg.substr(8);
+    } else if (arg.rfind("--layout=", 0) == 0) {
+      layout = arg.substr(9);
+    } else if (arg.rfind("--tokens=", 0) == 0) {
+      replay_tokens = std::max(1, std::atoi(arg.c_str() + 9));
     } else if (arg == "--huge") {
       g_huge = true;
     } else if (arg == "--hot") {
@@ -200,6 +294,7 @@ int main(int argc, char** argv) {
       rest.push_back(argv[i]);
     }
   }
+  if (!model.empty()) return replay_model(model, layout, replay_tokens);
   int rest_argc = static_cast<int>(rest.size());
   register_all();
   benchmark::Initialize(&rest_argc, rest.data());

@@ -20,7 +20,7 @@ namespace {
 struct BenchOptions {
   std::string model_path;
   int n_prompt = 512, n_gen = 128, threads = 0, reps = 3;
-  bool json = false, no_probe = false;
+  bool json = false, no_probe = false, no_mmap = false;
 };
 
 struct Stats {
@@ -41,7 +41,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 void bench(const BenchOptions& o) {
-  auto file = gguf::File::open(o.model_path);
+  auto file =
+      gguf::File::open(o.model_path, o.no_mmap ? gguf::File::Load::Copy : gguf::File::Load::Map);
   auto model = model::Model::load(file);
   const auto& hp = model->hparams();
   tensor::ThreadPool pool(o.threads);
@@ -141,6 +142,8 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("-t,--threads", o->threads, "Threads (0: all cores)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("-r,--reps", o->reps, "Repetitions")->check(CLI::PositiveNumber);
+  cmd->add_flag("--no-mmap", o->no_mmap,
+                "Read the weights into memory instead of mapping the file");
   cmd->add_flag("--json", o->json, "Also print one JSON object on the last line");
   cmd->add_flag("--no-probe", o->no_probe, "Skip the memory bandwidth probe");
   cmd->callback([o, &exit_code] {

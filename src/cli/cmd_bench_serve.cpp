@@ -24,7 +24,7 @@ struct BenchServeOptions {
   int shared_prefix = 0;  // percent of each prompt's words that all prompts share
   int max_running = 32, token_budget = 256;
   std::string kv_type = "f16";
-  bool no_prefix_cache = false, json = false;
+  bool no_prefix_cache = false, json = false, no_mmap = false;
 };
 
 // Everyday words, so that prompts tokenize like text (several tokens per word at times).
@@ -60,7 +60,8 @@ double percentile(std::vector<double> v, double p) {
 }
 
 void bench_serve(const BenchServeOptions& o) {
-  auto file = gguf::File::open(o.model_path);
+  auto file =
+      gguf::File::open(o.model_path, o.no_mmap ? gguf::File::Load::Copy : gguf::File::Load::Map);
   auto tok = tokenizer::Tokenizer::from_gguf(file);
   auto model = model::Model::load(file);
   engine::EngineConfig config;
@@ -186,6 +187,8 @@ void add_bench_serve_command(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--kv-type", o->kv_type, "KV cache storage: f16, q8_0 or f32");
   cmd->add_flag("--no-prefix-cache", o->no_prefix_cache, "Disable prefix caching");
+  cmd->add_flag("--no-mmap", o->no_mmap,
+                "Read the weights into memory instead of mapping the file");
   cmd->add_flag("--json", o->json, "Also print one JSON object on the last line");
   cmd->callback([o, &exit_code] {
     bench_serve(*o);

@@ -26,6 +26,7 @@ struct ServeOptions {
   size_t max_waiting = 256;
   double shutdown_timeout = 30;
   bool no_prefix_cache = false;
+  bool no_mmap = false;
 };
 
 // "2G", "512MiB", "1000000" -> bytes.
@@ -79,7 +80,7 @@ int serve(const ServeOptions& o) {
       id = std::filesystem::path(spec).stem().string();
     }
     std::fprintf(stderr, "maas: loading %s as '%s'\n", path.c_str(), id.c_str());
-    api.add_model(server::ServedModel::load(id, path, ec));
+    api.add_model(server::ServedModel::load(id, path, ec, o.no_mmap));
   }
   if (o.api_keys.empty()) {
     std::fprintf(stderr,
@@ -131,6 +132,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                   "Seconds in-flight requests get to finish on SIGTERM")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-prefix-cache", o->no_prefix_cache, "Disable prefix caching");
+  cmd->add_flag("--no-mmap", o->no_mmap,
+                "Read the weights into memory instead of mapping the file");
   cmd->callback([o, &exit_code] { exit_code = serve(*o); });
 }
 

@@ -391,7 +391,7 @@ File File::parse(std::span<const uint8_t> bytes) {
   return f;
 }
 
-File File::open(const std::string& path) {
+File File::open(const std::string& path, Load load_mode) {
   auto fail = [&path](std::string_view msg) -> Error {
     return Error(fmt::format("gguf: {}: {}", path, msg));
   };
@@ -419,10 +419,36 @@ File File::open(const std::string& path) {
   File f;
   f.mapping_ = std::make_unique<Mapping>();
   f.mapping_->len = static_cast<size_t>(st.st_size);
-  void* addr = mmap(nullptr, f.mapping_->len, PROT_READ, MAP_PRIVATE, fd, 0);
-  const int err = errno;
+  // Load::Copy reads the file into anonymous memory (advised for transparent huge pages) instead
+  // of mapping the page cache's pages. Decoding streams every weight once per token, and it
+  // measured 4-10% faster from the copy (kernels issue); the cost is a read of the whole file at
+  // load and memory not shared with the page cache.
+  const bool copy = load_mode == Load::Copy;
+  void* addr = copy ? mmap(nullptr, f.mapping_->len, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                    : mmap(nullptr, f.mapping_->len, PROT_READ, MAP_PRIVATE, fd, 0);
+  int err = errno;
+  const char* what = "cannot map";
+  if (copy && addr != MAP_FAILED) {
+    madvise(addr, f.mapping_->len, MADV_HUGEPAGE);
+    size_t done = 0;
+    while (done < f.mapping_->len) {
+      const ssize_t n = ::pread(fd, static_cast<uint8_t*>(addr) + done, f.mapping_->len - done,
+                                static_cast<off_t>(done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        err = n < 0 ? errno : EIO;  // 0: the file shrank while being read
+        what = "cannot read";
+        munmap(addr, f.mapping_->len);
+        addr = MAP_FAILED;
+        break;
+      }
+      done += static_cast<size_t>(n);
+    }
+    if (addr != MAP_FAILED) mprotect(addr, f.mapping_->len, PROT_READ);
+  }
   ::close(fd);  // the mapping keeps the file referenced
-  if (addr == MAP_FAILED) throw fail(fmt::format("cannot map: {}", std::strerror(err)));
+  if (addr == MAP_FAILED) throw fail(fmt::format("{}: {}", what, std::strerror(err)));
   f.mapping_->addr = addr;
   try {
     f.parse_all({static_cast<const uint8_t*>(addr), f.mapping_->len});

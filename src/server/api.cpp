@@ -17,11 +17,13 @@ ServedModel::~ServedModel() {
 }
 
 std::unique_ptr<ServedModel> ServedModel::load(const std::string& id, const std::string& path,
-                                               const engine::EngineConfig& config) {
+                                               const engine::EngineConfig& config,
+                                               bool copy_weights) {
   auto m = std::make_unique<ServedModel>();
   m->id = id;
   m->path = path;
-  m->file = std::make_unique<gguf::File>(gguf::File::open(path));
+  m->file = std::make_unique<gguf::File>(
+      gguf::File::open(path, copy_weights ? gguf::File::Load::Copy : gguf::File::Load::Map));
   m->model = model::Model::load(*m->file);
   m->tok = tokenizer::Tokenizer::from_gguf(*m->file);
   if (m->tok->n_vocab() != m->model->hparams().n_vocab) {

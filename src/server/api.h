@@ -34,7 +34,8 @@ struct ServedModel {
 
   // Loads the file, builds the engine and starts its thread. Throws with a clear message.
   static std::unique_ptr<ServedModel> load(const std::string& id, const std::string& path,
-                                           const engine::EngineConfig& config);
+                                           const engine::EngineConfig& config,
+                                           bool copy_weights = false);
   ~ServedModel();
 };
 

@@ -326,6 +326,43 @@ TEST_F(KernelTargets, ThreadSplitOfOneToken) {
   }
 }
 
+// Float weights: kernels.h defines each output as one chain of fused multiply-adds in column
+// order. Recomputed here from that statement, bit for bit, on every target, on a shape with
+// several panels, column chunks and token tiles and a partial last block, alone and split over
+// two threads, and for one token (the fused decode path).
+TEST_F(KernelTargets, FloatSumOrderIsTheSpecifiedOne) {
+  std::mt19937 rng(21);
+  ThreadPool two(2);
+  for (TensorType type : {TensorType::F32, TensorType::F16, TensorType::BF16}) {
+    const int64_t rows = 150, cols = 531, n_tokens = 21;
+    const Matrix m = make_matrix(type, rows, cols, false, 0, rng);
+    const std::vector<float> x = make_activations(n_tokens, cols, rng);
+    std::vector<float> expected(static_cast<size_t>(n_tokens * rows));
+    for (int64_t t = 0; t < n_tokens; ++t) {
+      for (int64_t r = 0; r < rows; ++r) {
+        float acc = 0.0f;
+        for (int64_t c = 0; c < cols; ++c) {
+          const float w = static_cast<float>(m.dequantized[static_cast<size_t>(r * cols + c)]);
+          acc = std::fma(w, x[static_cast<size_t>(t * cols + c)], acc);
+        }
+        expected[static_cast<size_t>(t * rows + r)] = acc;
+      }
+    }
+    for (const std::string& target : kernels::available_targets()) {
+      kernels::force_target(target);
+      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &two}) {
+        const std::vector<float> y = run(m, x, n_tokens, pool);
+        EXPECT_EQ(0, std::memcmp(y.data(), expected.data(), sizeof(float) * y.size()))
+            << name(type) << " on " << target << (pool ? " with 2 threads" : "");
+        const std::vector<float> one = run(m, x, 1, pool, n_tokens - 1);
+        EXPECT_EQ(0, std::memcmp(one.data(), &expected[static_cast<size_t>((n_tokens - 1) * rows)],
+                                 sizeof(float) * one.size()))
+            << name(type) << " on " << target << ": one token";
+      }
+    }
+  }
+}
+
 // The pool spins between loops and sleeps after a while: loops right after each other, after a
 // pause long enough for the workers to sleep, and of every small size must each cover [0, n)
 // exactly once.

@@ -1,0 +1,51 @@
+// File::Load::Copy reads the same file as the default mapping: identical metadata and tensor
+// bytes, data in private memory, and the same errors for broken files.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "gguf/gguf.h"
+#include "support/test_util.h"
+
+namespace maas::gguf {
+namespace {
+
+TEST(LoadModeTest, CopyReadsWhatTheMappingReads) {
+  Writer w;
+  w.set_string("general.name", "copy test");
+  w.set_u32("answer", 42);
+  std::vector<float> a(1000), b(37);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i) * 0.5f - 7;
+  for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(i * i);
+  w.add_tensor_f32("a", {100, 10}, a);
+  w.add_tensor_f32("b", {37}, b);
+  const std::string path = test::scratch_dir() + "/copy.gguf";
+  w.write(path);
+
+  const File mapped = File::open(path);
+  const File copied = File::open(path, File::Load::Copy);
+  EXPECT_EQ(copied.get_string("general.name"), "copy test");
+  EXPECT_EQ(copied.get_uint("answer"), 42u);
+  ASSERT_EQ(copied.tensors().size(), mapped.tensors().size());
+  for (size_t i = 0; i < mapped.tensors().size(); ++i) {
+    const TensorInfo& m = mapped.tensors()[i];
+    const TensorInfo& c = copied.tensors()[i];
+    EXPECT_EQ(c.name, m.name);
+    EXPECT_EQ(c.dims, m.dims);
+    ASSERT_EQ(c.n_bytes, m.n_bytes);
+    EXPECT_NE(c.data, m.data);  // its own memory
+    EXPECT_EQ(0, std::memcmp(c.data, m.data, c.n_bytes));
+  }
+  EXPECT_EQ(0, std::memcmp(copied.tensor("b")->data, b.data(), b.size() * sizeof(float)));
+
+  // Broken files fail the same way in both modes.
+  const std::string truncated = test::scratch_dir() + "/truncated.gguf";
+  const std::string bytes = test::read_file(path);
+  test::write_file(truncated, bytes.substr(0, bytes.size() - 100));
+  EXPECT_THROW(File::open(truncated), Error);
+  EXPECT_THROW(File::open(truncated, File::Load::Copy), Error);
+  EXPECT_THROW(File::open(test::scratch_dir() + "/missing.gguf", File::Load::Copy), Error);
+}
+
+}  // namespace
+}  // namespace maas::gguf
