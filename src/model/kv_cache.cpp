@@ -7,6 +7,7 @@
 #include "tensor/quant.h"
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -27,7 +28,12 @@ __attribute__((target("avx2,f16c"))) void f16_to_f32_f16c(const uint16_t* src, f
   }
   for (; i < n; ++i) dst[i] = tensor::fp16_to_fp32(src[i]);
 }
-const bool kHasF16c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+bool cpu_has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_F16C) != 0;
+}
+// (clang 14's __builtin_cpu_supports does not know "f16c": ask cpuid directly.)
+const bool kHasF16c = __builtin_cpu_supports("avx2") && cpu_has_f16c();
 #else
 constexpr bool kHasF16c = false;
 #endif
