@@ -1,0 +1,57 @@
+// The backend-independent parts of the platform store: time helpers and key state.
+#include "platform/store.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include <fmt/format.h>
+
+namespace maas::platform {
+namespace {
+
+using std::chrono::days;
+using std::chrono::milliseconds;
+using std::chrono::sys_days;
+
+std::chrono::year_month_day civil_day(UnixMillis t) {
+  auto tp = std::chrono::sys_time<milliseconds>(milliseconds(t));
+  return std::chrono::year_month_day(std::chrono::floor<days>(tp));
+}
+
+UnixMillis to_millis(sys_days d) {
+  return std::chrono::duration_cast<milliseconds>(d.time_since_epoch()).count();
+}
+
+}  // namespace
+
+UnixMillis now_millis() {
+  return std::chrono::duration_cast<milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string utc_day(UnixMillis t) {
+  auto ymd = civil_day(t);
+  return fmt::format("{:04d}-{:02d}-{:02d}", static_cast<int>(ymd.year()),
+                     static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()));
+}
+
+UnixMillis utc_day_start(UnixMillis t) { return to_millis(sys_days(civil_day(t))); }
+
+UnixMillis utc_month_start(UnixMillis t) {
+  auto ymd = civil_day(t);
+  return to_millis(sys_days(ymd.year() / ymd.month() / std::chrono::day(1)));
+}
+
+KeyState ApiKey::state(UnixMillis now) const {
+  if (revoked_at) return KeyState::kRevoked;
+  if (options.expires_at && now >= *options.expires_at) return KeyState::kExpired;
+  return KeyState::kActive;
+}
+
+bool ApiKey::allows_model(std::string_view model) const {
+  return options.models.empty() ||
+         std::find(options.models.begin(), options.models.end(), model) != options.models.end();
+}
+
+}  // namespace maas::platform
