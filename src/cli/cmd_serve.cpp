@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "model/kv_cache.h"
+#include "platform/store.h"
 #include "server/api.h"
 #include "server/http_server.h"
 
@@ -27,6 +28,7 @@ struct ServeOptions {
   double shutdown_timeout = 30;
   bool no_prefix_cache = false;
   bool no_mmap = false;
+  std::string data_dir;
 };
 
 // "2G", "512MiB", "1000000" -> bytes.
@@ -70,6 +72,19 @@ int serve(const ServeOptions& o) {
 
   server::ApiConfig ac;
   ac.api_keys = o.api_keys;
+  // Keys created with `maas keys` live in the data directory's store. With keys there (or
+  // --api-key), every API call needs one; with none, the API is open.
+  const std::string data_dir = platform::resolve_data_dir(o.data_dir);
+  std::shared_ptr<platform::Store> store = platform::open_sqlite_store(data_dir);
+  const size_t stored_keys = store->list_keys().size();
+  std::fprintf(stderr, "maas: data directory %s (%zu API key(s))\n", data_dir.c_str(), stored_keys);
+  if (stored_keys > 0) {
+    ac.authenticate = [store](std::string_view secret) -> std::optional<server::Principal> {
+      auto r = store->authenticate(secret, platform::now_millis());
+      if (!r) return std::nullopt;
+      return server::Principal{r.key->tenant, r.key->id, r.key->options.models};
+    };
+  }
   server::Api api(ac);
   for (const std::string& spec : o.models) {
     std::string id, path = spec;
@@ -82,7 +97,7 @@ int serve(const ServeOptions& o) {
     std::fprintf(stderr, "maas: loading %s as '%s'\n", path.c_str(), id.c_str());
     api.add_model(server::ServedModel::load(id, path, ec, o.no_mmap));
   }
-  if (o.api_keys.empty()) {
+  if (o.api_keys.empty() && stored_keys == 0) {
     std::fprintf(stderr,
                  "maas: no API key configured: the API is open to anyone who can connect\n");
   }
@@ -132,6 +147,8 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                   "Seconds in-flight requests get to finish on SIGTERM")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-prefix-cache", o->no_prefix_cache, "Disable prefix caching");
+  cmd->add_option("--data-dir", o->data_dir,
+                  "State directory (default: $MAAS_DATA_DIR, else ~/.local/share/maas)");
   cmd->add_flag("--no-mmap", o->no_mmap,
                 "Read the weights into memory instead of mapping the file");
   cmd->callback([o, &exit_code] { exit_code = serve(*o); });

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 
 #include <fmt/format.h>
 
@@ -52,6 +53,15 @@ KeyState ApiKey::state(UnixMillis now) const {
 bool ApiKey::allows_model(std::string_view model) const {
   return options.models.empty() ||
          std::find(options.models.begin(), options.models.end(), model) != options.models.end();
+}
+
+std::string resolve_data_dir(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  if (const char* env = std::getenv("MAAS_DATA_DIR"); env != nullptr && *env != '\0') return env;
+  if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
+    return std::string(home) + "/.local/share/maas";
+  }
+  throw StoreError("no data directory: give --data-dir, or set MAAS_DATA_DIR or HOME");
 }
 
 }  // namespace maas::platform

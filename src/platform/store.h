@@ -151,6 +151,10 @@ class Store {
 // applying schema migrations. Throws StoreError naming the path when the file is not a SQLite
 // database, is damaged, is not a maas database, or has a newer schema than this build knows.
 std::unique_ptr<Store> open_sqlite_store(const std::string& data_dir);
+// The data directory: `flag` if given (--data-dir), else $MAAS_DATA_DIR, else
+// $HOME/.local/share/maas. Throws StoreError if none can be determined.
+std::string resolve_data_dir(const std::string& flag);
+
 // The schema version this build migrates SQLite databases to.
 int sqlite_schema_version();
 

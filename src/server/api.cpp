@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <ctime>
 
 #include "gguf/gguf.h"
@@ -60,10 +61,22 @@ ServedModel& Api::find_model(const std::string& id) {
                  "invalid_request_error", "model_not_found");
 }
 
-ServedModel& Api::only_or_named_model(const std::string* id) {
-  if (id != nullptr) return find_model(*id);
+bool Principal::allows(const std::string& model) const {
+  return models.empty() || std::find(models.begin(), models.end(), model) != models.end();
+}
+
+ServedModel& Api::visible_model(const std::string& id, const Principal& who) {
+  if (!who.allows(id)) {
+    throw ApiError(404, fmt::format("The model '{}' does not exist", id), "model",
+                   "invalid_request_error", "model_not_found");
+  }
+  return find_model(id);
+}
+
+ServedModel& Api::only_or_named_model(const std::string* id, const Principal& who) {
+  if (id != nullptr) return visible_model(*id, who);
   if (models_.size() != 1) throw ApiError(400, "'model' is required", "model");
-  return *models_.front();
+  return visible_model(models_.front()->id, who);
 }
 
 void Api::cancel_all() {
@@ -136,12 +149,19 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<ResponseWriter> w) {
       w->send(200, "text/plain; version=0.0.4", metrics_.render(gauges));
       return;
     }
-    if (!config_.api_keys.empty()) {
+    Principal who;
+    if (!config_.api_keys.empty() || config_.authenticate) {
       const std::string* auth = req.header("authorization");
       bool ok = false;
       if (auth != nullptr && auth->rfind("Bearer ", 0) == 0) {
         const std::string_view key = std::string_view(*auth).substr(7);
         for (const auto& k : config_.api_keys) ok = same_secret(key, k) || ok;
+        if (!ok && config_.authenticate) {
+          if (auto p = config_.authenticate(key)) {
+            who = std::move(*p);
+            ok = true;
+          }
+        }
       }
       if (!ok) {
         throw ApiError(401, "Incorrect or missing API key: send 'Authorization: Bearer KEY'", {},
@@ -153,6 +173,7 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<ResponseWriter> w) {
     if (path == "/v1/models" && get) {
       Json data = Json::array();
       for (const auto& m : models_) {
+        if (!who.allows(m->id)) continue;
         data.push_back(
             {{"id", m->id}, {"object", "model"}, {"created", m->created}, {"owned_by", "maas"}});
       }
@@ -160,20 +181,20 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<ResponseWriter> w) {
       return;
     }
     if (path.rfind("/v1/models/", 0) == 0 && get) {
-      ServedModel& m = find_model(path.substr(11));
+      ServedModel& m = visible_model(path.substr(11), who);
       reply_json(200,
                  {{"id", m.id}, {"object", "model"}, {"created", m.created}, {"owned_by", "maas"}});
       return;
     }
-    if (path == "/v1/chat/completions" && post) return chat(req, w);
-    if (path == "/v1/completions" && post) return completions(req, w);
-    if (path == "/v1/embeddings" && post) return embeddings(req, w);
+    if (path == "/v1/chat/completions" && post) return chat(req, w, who);
+    if (path == "/v1/completions" && post) return completions(req, w, who);
+    if (path == "/v1/embeddings" && post) return embeddings(req, w, who);
     if (path == "/tokenize" && post) {
       const Json body = parse_body(req.body);
       const Json* model_field =
           body.contains("model") && body["model"].is_string() ? &body["model"] : nullptr;
       const std::string model_name = model_field ? model_field->get<std::string>() : "";
-      ServedModel& m = only_or_named_model(model_field ? &model_name : nullptr);
+      ServedModel& m = only_or_named_model(model_field ? &model_name : nullptr, who);
       if (!body.contains("content") || !body["content"].is_string()) {
         throw ApiError(400, "'content' must be a string", "content");
       }
@@ -193,7 +214,7 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<ResponseWriter> w) {
       const std::string model_name = body.contains("model") && body["model"].is_string()
                                          ? body["model"].get<std::string>()
                                          : "";
-      ServedModel& m = only_or_named_model(model_name.empty() ? nullptr : &model_name);
+      ServedModel& m = only_or_named_model(model_name.empty() ? nullptr : &model_name, who);
       if (!body.contains("tokens") || !body["tokens"].is_array()) {
         throw ApiError(400, "'tokens' must be an array of token ids", "tokens");
       }

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -39,8 +40,20 @@ struct ServedModel {
   ~ServedModel();
 };
 
+// Who is calling: the tenant (also the prefix-cache salt, so tenants never share cache entries)
+// and the key's model allow-list (empty: every model).
+struct Principal {
+  std::string tenant = "default";
+  std::string key_id;
+  std::vector<std::string> models;
+  bool allows(const std::string& model) const;
+};
+
 struct ApiConfig {
-  std::vector<std::string> api_keys;  // empty: no authentication
+  std::vector<std::string> api_keys;  // static keys (tenant "default")
+  // Looks up a bearer secret (e.g. in the platform store): a principal, or none if unknown,
+  // revoked or expired. With neither static keys nor an authenticator, the API is open.
+  std::function<std::optional<Principal>(std::string_view secret)> authenticate;
 };
 
 class Api {
@@ -60,10 +73,12 @@ class Api {
 
  private:
   ServedModel& find_model(const std::string& id);
-  ServedModel& only_or_named_model(const std::string* id);
-  void chat(const HttpRequest& req, std::shared_ptr<ResponseWriter> w);
-  void completions(const HttpRequest& req, std::shared_ptr<ResponseWriter> w);
-  void embeddings(const HttpRequest& req, std::shared_ptr<ResponseWriter> w);
+  // A model the caller may use; others are 404 as if they did not exist.
+  ServedModel& visible_model(const std::string& id, const Principal& who);
+  ServedModel& only_or_named_model(const std::string* id, const Principal& who);
+  void chat(const HttpRequest& req, std::shared_ptr<ResponseWriter> w, const Principal& who);
+  void completions(const HttpRequest& req, std::shared_ptr<ResponseWriter> w, const Principal& who);
+  void embeddings(const HttpRequest& req, std::shared_ptr<ResponseWriter> w, const Principal& who);
   void start_job(std::shared_ptr<Job> job, std::vector<engine::Request> requests);
 
   ApiConfig config_;

@@ -375,8 +375,9 @@ void Api::start_job(std::shared_ptr<Job> job, std::vector<engine::Request> reque
 
 namespace {
 
-engine::Request base_request(const GenerationParams& p) {
+engine::Request base_request(const GenerationParams& p, const Principal& who) {
   engine::Request r;
+  r.cache_salt = who.tenant;  // tenants never share prefix-cache entries
   r.sampling = p.sampling;
   r.seed = p.seed;
   r.max_tokens = p.max_tokens;
@@ -389,9 +390,9 @@ engine::Request base_request(const GenerationParams& p) {
 
 }  // namespace
 
-void Api::chat(const HttpRequest& req, std::shared_ptr<ResponseWriter> w) {
+void Api::chat(const HttpRequest& req, std::shared_ptr<ResponseWriter> w, const Principal& who) {
   const ChatRequest cr = parse_chat_request(parse_body(req.body));
-  ServedModel& m = find_model(cr.model);
+  ServedModel& m = visible_model(cr.model, who);
   std::string text;
   bool from_template = false;
   if (m.chat_template) {
@@ -414,7 +415,7 @@ void Api::chat(const HttpRequest& req, std::shared_ptr<ResponseWriter> w) {
         text += cr.messages[i]["content"].get<std::string>();
     }
   }
-  engine::Request r = base_request(cr);
+  engine::Request r = base_request(cr, who);
   // A template writes BOS itself where the model wants one.
   r.prompt = m.tok->encode(text, /*add_special=*/!from_template, /*parse_special=*/true);
   r.logprobs = cr.logprobs ? cr.top_logprobs : -1;
@@ -433,12 +434,13 @@ void Api::chat(const HttpRequest& req, std::shared_ptr<ResponseWriter> w) {
   start_job(job, std::move(reqs));
 }
 
-void Api::completions(const HttpRequest& req, std::shared_ptr<ResponseWriter> w) {
+void Api::completions(const HttpRequest& req, std::shared_ptr<ResponseWriter> w,
+                      const Principal& who) {
   const CompletionRequest cr = parse_completion_request(parse_body(req.body));
-  ServedModel& m = find_model(cr.model);
+  ServedModel& m = visible_model(cr.model, who);
   std::vector<engine::Request> reqs;
   for (const PromptInput& p : cr.prompts) {
-    engine::Request r = base_request(cr);
+    engine::Request r = base_request(cr, who);
     if (const auto* text = std::get_if<std::string>(&p)) {
       r.prompt = m.tok->encode(*text, true, true);
     } else {
@@ -462,9 +464,10 @@ void Api::completions(const HttpRequest& req, std::shared_ptr<ResponseWriter> w)
   start_job(job, std::move(reqs));
 }
 
-void Api::embeddings(const HttpRequest& req, std::shared_ptr<ResponseWriter> w) {
+void Api::embeddings(const HttpRequest& req, std::shared_ptr<ResponseWriter> w,
+                     const Principal& who) {
   const EmbeddingRequest er = parse_embedding_request(parse_body(req.body));
-  ServedModel& m = find_model(er.model);
+  ServedModel& m = visible_model(er.model, who);
   std::vector<engine::Request> reqs;
   for (const PromptInput& p : er.inputs) {
     engine::Request r;
@@ -474,6 +477,7 @@ void Api::embeddings(const HttpRequest& req, std::shared_ptr<ResponseWriter> w) 
       r.prompt = std::get<std::vector<int32_t>>(p);
     }
     r.embedding = true;
+    r.cache_salt = who.tenant;
     reqs.push_back(std::move(r));
   }
   auto job = std::make_shared<Job>();

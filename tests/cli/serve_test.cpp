@@ -6,9 +6,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include "gguf/gguf.h"
@@ -51,6 +53,10 @@ class ServeProcess {
     std::vector<std::string> args = {maas_binary(), "serve",
                                      "-m",          "stories=" + stories_model(),
                                      "--port",      std::to_string(port_)};
+    // Each server its own state directory, unless the test gives one.
+    if (std::find(extra_args.begin(), extra_args.end(), "--data-dir") == extra_args.end()) {
+      args.insert(args.end(), {"--data-dir", scratch_dir() + "/data"});
+    }
     args.insert(args.end(), extra_args.begin(), extra_args.end());
     pid_ = ::fork();
     if (pid_ == 0) {
@@ -397,6 +403,76 @@ TEST(ServeTest, ChatUsesTheModelsOwnTemplate) {
       R"({"model":"tpl","messages":[{"role":"user","content":"a"},{"role":"system","content":"b"}]})"));
   EXPECT_EQ(bad.status, 400);
   EXPECT_NE(bad.body.find("system only first"), std::string::npos) << bad.body;
+}
+
+// Keys made with `maas keys` in the data directory: no key 401, a revoked key 401 from the next
+// request on, a key's model allow-list hides other models (404, and absent from /v1/models),
+// and tenants never share prefix-cache entries.
+TEST(ServeTest, StoredKeysAuthenticateScopeModelsAndIsolateTenants) {
+  const std::string data = scratch_dir() + "/state";
+  auto make_key = [&](std::vector<std::string> extra) {
+    std::vector<std::string> argv = {maas_binary(), "keys", "create", "--data-dir", data};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto r = run_command(argv);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out.substr(0, r.out.find('\n'));
+  };
+  const std::string acme = make_key({"--tenant", "acme", "--models", "stories"});
+  const std::string beta = make_key({"--tenant", "beta"});
+  ASSERT_EQ(acme.rfind("sk-maas-", 0), 0u) << acme;
+  auto ls = run_command({maas_binary(), "keys", "ls", "--data-dir", data});
+  ASSERT_EQ(ls.exit_code, 0) << ls.err;
+  EXPECT_NE(ls.out.find("acme"), std::string::npos);
+  EXPECT_EQ(ls.out.find(acme.substr(8)), std::string::npos) << "secrets are never listed";
+  EXPECT_NE(run_command({maas_binary(), "keys", "create", "--data-dir", data}).exit_code, 0);
+  EXPECT_NE(run_command({maas_binary(), "keys", "create", "--data-dir", data, "--tenant", "x",
+                         "--expires", "tomorrow"})
+                .exit_code,
+            0);
+
+  ServeProcess s({"--data-dir", data, "-m", "other=" + stories_model()});
+  auto call = [&](const std::string& key, const std::string& raw) {
+    std::string req = raw;
+    req.insert(req.find("\r\n") + 2, "authorization: Bearer " + key + "\r\n");
+    return s.request(req);
+  };
+  std::string prompt = "Once upon a time";
+  for (int i = 0; i < 30; ++i) prompt += " there was a cat";
+  const std::string body = R"({"model":"stories","max_tokens":2,"prompt":")" + prompt + "\"}";
+  const std::string other = R"({"model":"other","max_tokens":2,"prompt":"Once"})";
+  EXPECT_EQ(s.request(post_json("/v1/completions", body)).status, 401);
+  EXPECT_EQ(call("sk-maas-wrong", post_json("/v1/completions", body)).status, 401);
+  auto first = call(acme, post_json("/v1/completions", body));
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_NE(first.body.find("\"cached_tokens\":0"), std::string::npos);
+  auto again = call(acme, post_json("/v1/completions", body));
+  EXPECT_EQ(again.body.find("\"cached_tokens\":0"), std::string::npos) << "same tenant hits";
+  auto beta_run = call(beta, post_json("/v1/completions", body));
+  ASSERT_EQ(beta_run.status, 200);
+  EXPECT_NE(beta_run.body.find("\"cached_tokens\":0"), std::string::npos)
+      << "another tenant must not hit acme's cache: " << beta_run.body;
+  auto hidden = call(acme, post_json("/v1/completions", other));
+  EXPECT_EQ(hidden.status, 404);
+  EXPECT_NE(hidden.body.find("model_not_found"), std::string::npos);
+  EXPECT_EQ(call(beta, post_json("/v1/completions", other)).status, 200);
+  auto models = call(acme, "GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n");
+  EXPECT_NE(models.body.find("\"stories\""), std::string::npos);
+  EXPECT_EQ(models.body.find("\"other\""), std::string::npos) << models.body;
+  // Revoked while the server runs: refused from the next request on.
+  std::string acme_id;
+  {
+    auto l = run_command({maas_binary(), "keys", "ls", "--data-dir", data});
+    std::istringstream lines(l.out);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.find(" acme ") != std::string::npos) acme_id = line.substr(0, line.find(' '));
+    }
+  }
+  ASSERT_EQ(acme_id.rfind("key_", 0), 0u);
+  ASSERT_EQ(run_command({maas_binary(), "keys", "revoke", "--data-dir", data, acme_id}).exit_code,
+            0);
+  EXPECT_EQ(call(acme, post_json("/v1/completions", body)).status, 401);
+  EXPECT_EQ(call(beta, post_json("/v1/completions", body)).status, 200);
+  EXPECT_EQ(s.stop(SIGTERM), 0);
 }
 
 TEST(ServeTest, ThousandConcurrentStreams) {

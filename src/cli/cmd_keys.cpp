@@ -1,0 +1,126 @@
+// `maas keys create|ls|revoke`: tenants' API keys in the data directory's store.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <ctime>
+#include <iomanip>
+#include <sstream>
+
+#include "cli/commands.h"
+#include "platform/store.h"
+
+namespace maas::cli {
+
+namespace {
+
+// "YYYY-MM-DD" (UTC midnight) or "YYYY-MM-DDTHH:MM:SSZ" -> Unix milliseconds.
+platform::UnixMillis parse_date(const std::string& s) {
+  std::tm tm{};
+  std::istringstream in(s);
+  if (s.size() == 10) {
+    in >> std::get_time(&tm, "%Y-%m-%d");
+  } else {
+    in >> std::get_time(&tm, "%Y-%m-%dT%H:%M:%SZ");
+  }
+  if (in.fail() || in.peek() != EOF) {
+    throw std::runtime_error(
+        fmt::format("'{}' is not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC)", s));
+  }
+  return static_cast<platform::UnixMillis>(timegm(&tm)) * 1000;
+}
+
+std::string format_time(platform::UnixMillis t) {
+  const std::time_t secs = static_cast<std::time_t>(t / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string limit(const std::optional<int64_t>& v) { return v ? std::to_string(*v) : "-"; }
+
+}  // namespace
+
+void add_keys_command(CLI::App& app, int& exit_code) {
+  CLI::App* keys = app.add_subcommand("keys", "Create, list and revoke tenants' API keys");
+  keys->require_subcommand(1);
+  auto data_dir = std::make_shared<std::string>();
+  keys->add_option("--data-dir", *data_dir,
+                   "State directory (default: $MAAS_DATA_DIR, else ~/.local/share/maas)");
+
+  struct CreateOpts {
+    std::string tenant, models, expires;
+    std::optional<int64_t> rpm, tpm, daily, monthly;
+  };
+  auto c = std::make_shared<CreateOpts>();
+  CLI::App* create = keys->add_subcommand("create", "Create a key (its secret is shown once)");
+  create->fallthrough();  // --data-dir may come after the subcommand
+  create->add_option("--tenant", c->tenant, "Tenant the key belongs to (created if new)")
+      ->required();
+  create->add_option("--models", c->models,
+                     "Comma-separated models the key may use (default: all)");
+  create->add_option("--rpm", c->rpm, "Requests per minute")->check(CLI::PositiveNumber);
+  create->add_option("--tpm", c->tpm, "Tokens per minute")->check(CLI::PositiveNumber);
+  create->add_option("--daily-tokens", c->daily, "Tokens per UTC day")->check(CLI::PositiveNumber);
+  create->add_option("--monthly-tokens", c->monthly, "Tokens per UTC month")
+      ->check(CLI::PositiveNumber);
+  create->add_option("--expires", c->expires, "Expiry: YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)");
+  create->callback([c, data_dir, &exit_code] {
+    auto store = platform::open_sqlite_store(platform::resolve_data_dir(*data_dir));
+    const auto now = platform::now_millis();
+    platform::KeyOptions opt;
+    std::stringstream ms(c->models);
+    for (std::string m; std::getline(ms, m, ',');) {
+      if (!m.empty()) opt.models.push_back(m);
+    }
+    opt.rpm = c->rpm;
+    opt.tpm = c->tpm;
+    opt.daily_tokens = c->daily;
+    opt.monthly_tokens = c->monthly;
+    if (!c->expires.empty()) opt.expires_at = parse_date(c->expires);
+    if (!store->find_tenant(c->tenant)) store->put_tenant(c->tenant, 1.0, now);
+    const auto created = store->create_key(c->tenant, opt, now);
+    std::printf("%s\n", created.secret.c_str());
+    std::fprintf(stderr, "key %s for tenant %s: the secret above is shown only once\n",
+                 created.key.id.c_str(), created.key.tenant.c_str());
+    exit_code = 0;
+  });
+
+  CLI::App* ls = keys->add_subcommand("ls", "List keys (never their secrets)");
+  ls->fallthrough();
+  ls->callback([data_dir, &exit_code] {
+    auto store = platform::open_sqlite_store(platform::resolve_data_dir(*data_dir));
+    const auto now = platform::now_millis();
+    std::printf("%-16s %-16s %-8s %-20s %-6s %-8s %-10s %-10s %s\n", "ID", "TENANT", "STATE",
+                "CREATED", "RPM", "TPM", "DAILY", "MONTHLY", "MODELS");
+    for (const auto& k : store->list_keys()) {
+      const char* state = k.state(now) == platform::KeyState::kActive    ? "active"
+                          : k.state(now) == platform::KeyState::kRevoked ? "revoked"
+                                                                         : "expired";
+      std::string models;
+      for (const auto& m : k.options.models) models += (models.empty() ? "" : ",") + m;
+      std::printf("%-16s %-16s %-8s %-20s %-6s %-8s %-10s %-10s %s\n", k.id.c_str(),
+                  k.tenant.c_str(), state, format_time(k.created_at).c_str(),
+                  limit(k.options.rpm).c_str(), limit(k.options.tpm).c_str(),
+                  limit(k.options.daily_tokens).c_str(), limit(k.options.monthly_tokens).c_str(),
+                  models.empty() ? "*" : models.c_str());
+    }
+    exit_code = 0;
+  });
+
+  auto revoke_id = std::make_shared<std::string>();
+  CLI::App* revoke = keys->add_subcommand("revoke", "Revoke a key by its id");
+  revoke->fallthrough();
+  revoke->add_option("id", *revoke_id, "Key id (key_...)")->required();
+  revoke->callback([data_dir, revoke_id, &exit_code] {
+    auto store = platform::open_sqlite_store(platform::resolve_data_dir(*data_dir));
+    if (!store->revoke_key(*revoke_id, platform::now_millis())) {
+      throw std::runtime_error(fmt::format("no key has the id '{}'", *revoke_id));
+    }
+    std::fprintf(stderr, "key %s revoked\n", revoke_id->c_str());
+    exit_code = 0;
+  });
+}
+
+}  // namespace maas::cli
