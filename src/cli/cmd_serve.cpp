@@ -85,6 +85,32 @@ int serve(const ServeOptions& o) {
       return server::Principal{r.key->tenant, r.key->id, r.key->options.models};
     };
   }
+  ac.record_usage = [store](const server::UsageRecord& u) {
+    platform::LedgerEntry e;
+    e.request_id = u.request_id;
+    e.tenant = u.tenant;
+    e.key_id = u.key_id;
+    e.model = u.model;
+    e.prompt_tokens = u.prompt_tokens;
+    e.cached_tokens = u.cached_tokens;
+    e.completion_tokens = u.completion_tokens;
+    e.status = u.status;
+    e.finish_reason = u.finish_reason;
+    e.queued_at = u.queued_at;
+    e.first_token_at = u.first_token_at;
+    e.ended_at = u.ended_at;
+    store->record(e);  // kDuplicate cannot happen: completion ids are unique per server
+  };
+  ac.usage_of = [store](const std::string& tenant, int days) {
+    const auto now = platform::now_millis();
+    const auto from = platform::utc_day_start(now) - int64_t{days - 1} * 86400000;
+    std::vector<server::UsageSummary> out;
+    for (const auto& r : store->usage_by_model_day(tenant, from, now + 1)) {
+      out.push_back(
+          {r.model, r.day, r.requests, r.prompt_tokens, r.cached_tokens, r.completion_tokens});
+    }
+    return out;
+  };
   server::Api api(ac);
   for (const std::string& spec : o.models) {
     std::string id, path = spec;

@@ -9,6 +9,7 @@
 
 #include "gguf/gguf.h"
 #include "server/api_job.h"
+#include "server/ledger_queue.h"
 #include "server/openai_schema.h"
 
 namespace maas::server {
@@ -47,7 +48,9 @@ std::unique_ptr<ServedModel> ServedModel::load(const std::string& id, const std:
   return m;
 }
 
-Api::Api(ApiConfig config) : config_(std::move(config)) {}
+Api::Api(ApiConfig config) : config_(std::move(config)) {
+  if (config_.record_usage) ledger_ = std::make_unique<LedgerQueue>(config_.record_usage);
+}
 
 Api::~Api() { cancel_all(); }
 
@@ -109,8 +112,8 @@ bool same_secret(std::string_view a, std::string_view b) {
 
 std::string endpoint_label(const std::string& path) {
   for (const char* known :
-       {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/tokenize",
-        "/detokenize", "/health", "/ready", "/metrics"}) {
+       {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/usage",
+        "/tokenize", "/detokenize", "/health", "/ready", "/metrics"}) {
     if (path == known) return known;
   }
   if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
@@ -184,6 +187,21 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<ResponseWriter> w) {
       ServedModel& m = visible_model(path.substr(11), who);
       reply_json(200,
                  {{"id", m.id}, {"object", "model"}, {"created", m.created}, {"owned_by", "maas"}});
+      return;
+    }
+    if (path == "/v1/usage" && get) {
+      if (!config_.usage_of) throw ApiError(404, "this server keeps no usage ledger");
+      Json data = Json::array();
+      for (const UsageSummary& u : config_.usage_of(who.tenant, 31)) {
+        data.push_back({{"model", u.model},
+                        {"day", u.day},
+                        {"requests", u.requests},
+                        {"prompt_tokens", u.prompt_tokens},
+                        {"cached_tokens", u.cached_tokens},
+                        {"completion_tokens", u.completion_tokens},
+                        {"total_tokens", u.prompt_tokens + u.completion_tokens}});
+      }
+      reply_json(200, {{"object", "list"}, {"tenant", who.tenant}, {"data", data}});
       return;
     }
     if (path == "/v1/chat/completions" && post) return chat(req, w, who);

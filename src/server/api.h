@@ -49,11 +49,35 @@ struct Principal {
   bool allows(const std::string& model) const;
 };
 
+// One request as the usage ledger records it (wall-clock milliseconds since the epoch).
+struct UsageRecord {
+  std::string request_id, tenant, key_id, model;
+  int64_t prompt_tokens = 0, cached_tokens = 0, completion_tokens = 0;
+  int status = 0;
+  std::string finish_reason;
+  int64_t queued_at = 0;
+  std::optional<int64_t> first_token_at;
+  int64_t ended_at = 0;
+};
+
+// Totals of one tenant, model and UTC day, for GET /v1/usage.
+struct UsageSummary {
+  std::string model, day;
+  int64_t requests = 0, prompt_tokens = 0, cached_tokens = 0, completion_tokens = 0;
+};
+
+class LedgerQueue;
+
 struct ApiConfig {
   std::vector<std::string> api_keys;  // static keys (tenant "default")
   // Looks up a bearer secret (e.g. in the platform store): a principal, or none if unknown,
   // revoked or expired. With neither static keys nor an authenticator, the API is open.
   std::function<std::optional<Principal>(std::string_view secret)> authenticate;
+  // Writes a record durably (throws on failure). Set: every generation and embedding request is
+  // recorded before the bytes carrying its usage are sent. Unset: no ledger.
+  std::function<void(const UsageRecord&)> record_usage;
+  // A tenant's usage by model and day over the last `days` days, for GET /v1/usage.
+  std::function<std::vector<UsageSummary>(const std::string& tenant, int days)> usage_of;
 };
 
 class Api {
@@ -82,6 +106,9 @@ class Api {
   void start_job(std::shared_ptr<Job> job, std::vector<engine::Request> requests);
 
   ApiConfig config_;
+  // Declared before the models: destroyed after their engines stopped, so every request that
+  // finishes during shutdown is still recorded.
+  std::unique_ptr<LedgerQueue> ledger_;
   std::vector<std::unique_ptr<ServedModel>> models_;
   Metrics metrics_;
   mutable std::mutex jobs_mu_;

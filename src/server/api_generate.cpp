@@ -4,9 +4,11 @@
 #include <fmt/format.h>
 
 #include <ctime>
+#include <random>
 
 #include "server/api.h"
 #include "server/api_job.h"
+#include "server/ledger_queue.h"
 #include "server/openai_schema.h"
 
 namespace maas::server {
@@ -57,6 +59,13 @@ std::string encode_base64(const std::vector<float>& v) {
 }
 
 double seconds(engine::Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+// A completion id unique to this server (the ledger keys records by it), independent of any
+// x-request-id a client sends.
+std::string new_completion_id(const char* prefix) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{}{:016x}{:016x}", prefix, rng(), rng());
+}
 
 }  // namespace
 
@@ -235,29 +244,39 @@ void Api::Job::finish_response() {
     cancelled = cancelled || c.finish == engine::FinishReason::Cancelled;
     if (c.finish == engine::FinishReason::Error) error = c.error;
   }
+  auto self = shared_from_this();
   if (cancelled || writer->closed()) {
-    metrics->count_request(endpoint, 499);  // the client went away (nginx's convention)
-    if (stream) writer->end_stream();
+    // The client went away (status 499, nginx's convention); what it used is still billed.
+    settle(499, "cancelled", [self] {
+      if (self->stream) self->writer->end_stream();
+    });
     return;
   }
+  const std::string finish =
+      choices.empty() ? "stop"
+                      : (finish_name(choices[0].finish) ? finish_name(choices[0].finish) : "stop");
   if (stream) {
+    std::string tail;
     if (include_usage) {
-      writer->write(
-          sse({{"id", id},
-               {"object", kind == Kind::Chat ? "chat.completion.chunk" : "text_completion"},
-               {"created", created},
-               {"model", model_id},
-               {"choices", Json::array()},
-               {"usage", usage_json()}}));
+      tail += sse({{"id", id},
+                   {"object", kind == Kind::Chat ? "chat.completion.chunk" : "text_completion"},
+                   {"created", created},
+                   {"model", model_id},
+                   {"choices", Json::array()},
+                   {"usage", usage_json()}});
     }
-    writer->write("data: [DONE]\n\n");
-    writer->end_stream();
-    metrics->count_request(endpoint, 200);
+    tail += "data: [DONE]\n\n";
+    settle(200, finish, [self, tail = std::move(tail)] {
+      self->writer->write(tail);
+      self->writer->end_stream();
+    });
     return;
   }
   if (!error.empty()) {
-    metrics->count_request(endpoint, 500);
-    writer->send(500, "application/json", error_json(ApiError(500, error, {}, "server_error")));
+    settle(500, "error", [self, error] {
+      self->writer->send(500, "application/json",
+                         error_json(ApiError(500, error, {}, "server_error")));
+    });
     return;
   }
   Json body;
@@ -295,8 +314,61 @@ void Api::Job::finish_response() {
             {"choices", out},
             {"usage", usage_json()}};
   }
-  metrics->count_request(endpoint, 200);
-  writer->send(200, "application/json", dump(body));
+  settle(200, finish,
+         [self, text = dump(body)] { self->writer->send(200, "application/json", text); });
+}
+
+// Counts the request, then records it in the usage ledger and only afterwards sends the bytes
+// that carry its usage (`deliver`): what is billed is never less than what a client saw. The
+// ledger commits to disk, so this runs on the ledger's thread, not the engine's. If the record
+// cannot be written the client gets an error instead of the usage.
+void Api::Job::settle(int status, const std::string& finish, std::function<void()> deliver) {
+  metrics->count_request(endpoint, status);
+  if (ledger == nullptr) {
+    deliver();
+    return;
+  }
+  UsageRecord rec;
+  rec.request_id = request_id;
+  rec.tenant = tenant;
+  rec.key_id = key_id;
+  rec.model = model_id;
+  for (const auto& h : handles) {
+    const auto u = h->usage();
+    rec.prompt_tokens += u.prompt_tokens;
+    rec.cached_tokens += u.cached_tokens;
+    rec.completion_tokens += u.completion_tokens;
+  }
+  rec.status = status;
+  rec.finish_reason = finish;
+  // Engine times are steady-clock; the ledger wants wall-clock milliseconds.
+  const auto wall_now = std::chrono::system_clock::now();
+  const auto steady_now = engine::Clock::now();
+  auto wall_ms = [&](engine::Clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               (wall_now - (steady_now - t)).time_since_epoch())
+        .count();
+  };
+  rec.ended_at = wall_ms(steady_now);
+  rec.queued_at = rec.ended_at;
+  for (const auto& h : handles) {
+    rec.queued_at = std::min(rec.queued_at, wall_ms(h->submitted_at()));
+    if (auto f = h->first_token_at()) {
+      const int64_t ms = wall_ms(*f);
+      rec.first_token_at = rec.first_token_at ? std::min(*rec.first_token_at, ms) : ms;
+    }
+  }
+  auto self = shared_from_this();
+  ledger->push(std::move(rec), std::move(deliver), [self](const std::string& why) {
+    const ApiError e(500, "the usage of this request could not be recorded: " + why, {},
+                     "server_error");
+    if (self->stream) {
+      self->writer->write(sse(Json::parse(error_json(e))));
+      self->writer->end_stream();
+    } else {
+      self->writer->send(500, "application/json", error_json(e));
+    }
+  });
 }
 
 // ---- Endpoints -----------------------------------------------------------------------------
@@ -304,6 +376,7 @@ void Api::Job::finish_response() {
 void Api::start_job(std::shared_ptr<Job> job, std::vector<engine::Request> requests) {
   ServedModel& m = find_model(job->model_id);
   job->metrics = &metrics_;
+  job->ledger = ledger_.get();
   job->tok = m.tok.get();
   job->created = static_cast<int64_t>(std::time(nullptr));
   for (const auto& r : requests) job->prompts.push_back(r.prompt);
@@ -422,8 +495,11 @@ void Api::chat(const HttpRequest& req, std::shared_ptr<ResponseWriter> w, const 
   auto job = std::make_shared<Job>();
   job->kind = Job::Kind::Chat;
   job->endpoint = "/v1/chat/completions";
-  job->id = "chatcmpl-" + req.request_id;
+  job->id = new_completion_id("chatcmpl-");
   job->model_id = m.id;
+  job->request_id = job->id;
+  job->tenant = who.tenant;
+  job->key_id = who.key_id;
   job->writer = w;  // a copy: if submission fails, the caller answers through w
   job->stream = cr.stream;
   job->include_usage = cr.stream && cr.include_usage;
@@ -453,8 +529,11 @@ void Api::completions(const HttpRequest& req, std::shared_ptr<ResponseWriter> w,
   auto job = std::make_shared<Job>();
   job->kind = Job::Kind::Completion;
   job->endpoint = "/v1/completions";
-  job->id = "cmpl-" + req.request_id;
+  job->id = new_completion_id("cmpl-");
   job->model_id = m.id;
+  job->request_id = job->id;
+  job->tenant = who.tenant;
+  job->key_id = who.key_id;
   job->writer = w;  // a copy: if submission fails, the caller answers through w
   job->stream = cr.stream;
   job->include_usage = cr.stream && cr.include_usage;
@@ -483,8 +562,11 @@ void Api::embeddings(const HttpRequest& req, std::shared_ptr<ResponseWriter> w,
   auto job = std::make_shared<Job>();
   job->kind = Job::Kind::Embedding;
   job->endpoint = "/v1/embeddings";
-  job->id = "embd-" + req.request_id;
+  job->id = new_completion_id("embd-");
   job->model_id = m.id;
+  job->request_id = job->id;
+  job->tenant = who.tenant;
+  job->key_id = who.key_id;
   job->writer = w;  // a copy: if submission fails, the caller answers through w
   job->base64 = er.base64;
   start_job(job, std::move(reqs));

@@ -43,6 +43,9 @@ struct Api::Job : std::enable_shared_from_this<Api::Job> {
   std::vector<bool> handle_done;
   bool responded = false;
   std::function<void()> on_done;  // called once, without locks held, after the answer
+  // Usage ledger (null: none) and what it records about the caller.
+  LedgerQueue* ledger = nullptr;
+  std::string request_id, tenant, key_id;
 
   // Takes every output the handles have, streams or stores it, and answers when all are done.
   // Called from the engine thread (notify) and once by the handler after submitting.
@@ -53,6 +56,7 @@ struct Api::Job : std::enable_shared_from_this<Api::Job> {
   void pump_locked();
   void stream_output(size_t choice, const engine::Output& out);
   void finish_response();
+  void settle(int status, const std::string& finish, std::function<void()> deliver);
   Json usage_json() const;
   Json chat_logprobs(const std::vector<engine::TokenOutput>& tokens) const;
   Json completion_logprobs(size_t choice, const std::vector<engine::TokenOutput>& tokens,

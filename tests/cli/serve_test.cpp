@@ -9,11 +9,13 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <random>
 #include <regex>
 #include <sstream>
 #include <thread>
 
 #include "gguf/gguf.h"
+#include "platform/store.h"
 #include "server/http_test_client.h"
 #include "support/test_util.h"
 
@@ -473,6 +475,79 @@ TEST(ServeTest, StoredKeysAuthenticateScopeModelsAndIsolateTenants) {
   EXPECT_EQ(call(acme, post_json("/v1/completions", body)).status, 401);
   EXPECT_EQ(call(beta, post_json("/v1/completions", body)).status, 200);
   EXPECT_EQ(s.stop(SIGTERM), 0);
+}
+
+// The usage ledger: every response a client received with usage has exactly one record with the
+// same counts, even when the server is killed (SIGKILL) right after answering; GET /v1/usage and
+// `maas usage` report the sums.
+TEST(ServeTest, LedgerHoldsEveryAnsweredRequestThroughSigkill) {
+  const std::string data = scratch_dir() + "/ledger";
+  auto created =
+      run_command({maas_binary(), "keys", "create", "--data-dir", data, "--tenant", "acme"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  const std::string key = created.out.substr(0, created.out.find('\n'));
+  struct Seen {
+    std::string id;
+    int64_t prompt = 0, completion = 0;
+  };
+  std::vector<Seen> seen;
+  auto number_after = [](const std::string& body, const std::string& field) -> int64_t {
+    const size_t at = body.rfind("\"" + field + "\":");
+    return at == std::string::npos ? -1 : std::stoll(body.substr(at + field.size() + 3));
+  };
+  std::mt19937 rng(5);
+  for (int round = 0; round < 3; ++round) {
+    ServeProcess s({"--data-dir", data});
+    std::vector<std::unique_ptr<http::Client>> clients;
+    for (int i = 0; i < 6; ++i) {
+      const bool stream = i % 2 == 1;
+      const std::string body =
+          std::string(R"({"model":"stories","prompt":"Once upon a time",)") + R"("max_tokens":)" +
+          std::to_string(5 + rng() % 60) +
+          (stream ? R"(,"stream":true,"stream_options":{"include_usage":true})" : "") + "}";
+      std::string req = post_json("/v1/completions", body);
+      req.insert(req.find("\r\n") + 2, "authorization: Bearer " + key + "\r\n");
+      clients.push_back(std::make_unique<http::Client>(s.port()));
+      clients.back()->send(req);
+    }
+    // Read responses as they complete; kill the server right after the third one.
+    int done = 0;
+    for (auto& c : clients) {
+      auto r = c->read_response(20s);
+      if (!r || r->status != 200) continue;
+      const size_t id_at = r->body.find("\"id\":\"");
+      if (id_at == std::string::npos || r->body.find("\"usage\":{") == std::string::npos) continue;
+      const std::string id = r->body.substr(id_at + 6, r->body.find('"', id_at + 6) - id_at - 6);
+      seen.push_back(
+          {id, number_after(r->body, "prompt_tokens"), number_after(r->body, "completion_tokens")});
+      if (++done == 3) {
+        ::kill(s.pid(), SIGKILL);
+        break;
+      }
+    }
+    s.stop(SIGKILL);
+  }
+  ASSERT_GE(seen.size(), 9u);
+  auto store = platform::open_sqlite_store(data);
+  for (const Seen& x : seen) {
+    auto rec = store->find_record(x.id);
+    ASSERT_TRUE(rec) << "no ledger record for " << x.id;
+    EXPECT_EQ(rec->tenant, "acme");
+    EXPECT_EQ(rec->prompt_tokens, x.prompt) << x.id;
+    EXPECT_EQ(rec->completion_tokens, x.completion) << x.id;
+    EXPECT_EQ(rec->status, 200);
+  }
+  // The tenant's own view and the CLI agree with the ledger.
+  ServeProcess s({"--data-dir", data});
+  std::string req =
+      "GET /v1/usage HTTP/1.1\r\nhost: x\r\nauthorization: Bearer " + key + "\r\n\r\n";
+  auto usage = s.request(req);
+  ASSERT_EQ(usage.status, 200) << usage.body;
+  EXPECT_NE(usage.body.find("\"tenant\":\"acme\""), std::string::npos);
+  EXPECT_EQ(number_after(usage.body, "requests"), store->count_records()) << usage.body;
+  auto cli = run_command({maas_binary(), "usage", "--data-dir", data, "--json"});
+  ASSERT_EQ(cli.exit_code, 0) << cli.err;
+  EXPECT_EQ(number_after(cli.out, "requests"), store->count_records()) << cli.out;
 }
 
 TEST(ServeTest, ThousandConcurrentStreams) {
