@@ -448,6 +448,24 @@ void Api::start_job(std::shared_ptr<Job> job, std::vector<engine::Request> reque
 
 namespace {
 
+// A job for one HTTP request: its kind, a server-unique completion id (also the ledger's key),
+// the model, the caller and the writer (a copy: if submission fails the caller answers through
+// its own).
+std::shared_ptr<Api::Job> new_job(Api::Job::Kind kind, const char* endpoint, const char* prefix,
+                                  const ServedModel& m, const std::shared_ptr<ResponseWriter>& w,
+                                  const Principal& who) {
+  auto job = std::make_shared<Api::Job>();
+  job->kind = kind;
+  job->endpoint = endpoint;
+  job->id = new_completion_id(prefix);
+  job->model_id = m.id;
+  job->request_id = job->id;
+  job->tenant = who.tenant;
+  job->key_id = who.key_id;
+  job->writer = w;
+  return job;
+}
+
 engine::Request base_request(const GenerationParams& p, const Principal& who) {
   engine::Request r;
   r.cache_salt = who.tenant;  // tenants never share prefix-cache entries
@@ -492,15 +510,7 @@ void Api::chat(const HttpRequest& req, std::shared_ptr<ResponseWriter> w, const 
   // A template writes BOS itself where the model wants one.
   r.prompt = m.tok->encode(text, /*add_special=*/!from_template, /*parse_special=*/true);
   r.logprobs = cr.logprobs ? cr.top_logprobs : -1;
-  auto job = std::make_shared<Job>();
-  job->kind = Job::Kind::Chat;
-  job->endpoint = "/v1/chat/completions";
-  job->id = new_completion_id("chatcmpl-");
-  job->model_id = m.id;
-  job->request_id = job->id;
-  job->tenant = who.tenant;
-  job->key_id = who.key_id;
-  job->writer = w;  // a copy: if submission fails, the caller answers through w
+  auto job = new_job(Job::Kind::Chat, "/v1/chat/completions", "chatcmpl-", m, w, who);
   job->stream = cr.stream;
   job->include_usage = cr.stream && cr.include_usage;
   job->n = cr.n;
@@ -526,15 +536,7 @@ void Api::completions(const HttpRequest& req, std::shared_ptr<ResponseWriter> w,
     r.prompt_logprobs = cr.echo && cr.logprobs >= 0;
     reqs.push_back(std::move(r));
   }
-  auto job = std::make_shared<Job>();
-  job->kind = Job::Kind::Completion;
-  job->endpoint = "/v1/completions";
-  job->id = new_completion_id("cmpl-");
-  job->model_id = m.id;
-  job->request_id = job->id;
-  job->tenant = who.tenant;
-  job->key_id = who.key_id;
-  job->writer = w;  // a copy: if submission fails, the caller answers through w
+  auto job = new_job(Job::Kind::Completion, "/v1/completions", "cmpl-", m, w, who);
   job->stream = cr.stream;
   job->include_usage = cr.stream && cr.include_usage;
   job->n = cr.n;
@@ -559,15 +561,7 @@ void Api::embeddings(const HttpRequest& req, std::shared_ptr<ResponseWriter> w,
     r.cache_salt = who.tenant;
     reqs.push_back(std::move(r));
   }
-  auto job = std::make_shared<Job>();
-  job->kind = Job::Kind::Embedding;
-  job->endpoint = "/v1/embeddings";
-  job->id = new_completion_id("embd-");
-  job->model_id = m.id;
-  job->request_id = job->id;
-  job->tenant = who.tenant;
-  job->key_id = who.key_id;
-  job->writer = w;  // a copy: if submission fails, the caller answers through w
+  auto job = new_job(Job::Kind::Embedding, "/v1/embeddings", "embd-", m, w, who);
   job->base64 = er.base64;
   start_job(job, std::move(reqs));
 }

@@ -147,15 +147,6 @@ INSTANTIATE_TEST_SUITE_P(KvTypesAndThreads, BatchInvarianceTest,
                                   std::to_string(std::get<1>(info.param));
                          });
 
-double max_rel_error(std::span<const float> got, const std::vector<double>& want) {
-  double max_ref = 0, max_diff = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    max_ref = std::max(max_ref, std::abs(want[i]));
-    max_diff = std::max(max_diff, std::abs(static_cast<double>(got[i]) - want[i]));
-  }
-  return max_diff / max_ref;
-}
-
 TEST(KvTypeTest, StoredTypesStayCloseToTheFloat64Reference) {
   Loaded l = load(batch_spec(), "kvtypes");
   std::mt19937 rng(5);

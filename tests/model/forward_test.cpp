@@ -46,15 +46,6 @@ void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
 class ForwardTest : public ::testing::TestWithParam<Case> {};
 
-double max_rel_error(std::span<const float> got, const std::vector<double>& want) {
-  double max_ref = 0, max_diff = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    max_ref = std::max(max_ref, std::abs(want[i]));
-    max_diff = std::max(max_diff, std::abs(static_cast<double>(got[i]) - want[i]));
-  }
-  return max_diff / max_ref;
-}
-
 TEST_P(ForwardTest, MatchesFloat64ReferenceAcrossKvCacheSteps) {
   const RandomModel rm = make_random_model(GetParam().spec);
   gguf::Writer w;
@@ -120,7 +111,8 @@ TEST_P(QuantizedForwardTest, MatchesReferenceOnDequantizedWeights) {
   const auto ref = reference_forward(rm, tokens);
   // Quantized weight types multiply with activations quantized to int8 per block (as llama.cpp
   // does), which moves logits by about 1-2%; float weight types keep float activations.
-  const bool int8_activations = GetParam() != gguf::TensorType::F16 && GetParam() != gguf::TensorType::BF16;
+  const bool int8_activations =
+      GetParam() != gguf::TensorType::F16 && GetParam() != gguf::TensorType::BF16;
   const double tol = int8_activations ? 5e-2 : 1e-4;
   model::Session s(*model, 0, nullptr);
   std::vector<float> all;

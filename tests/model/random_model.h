@@ -2,9 +2,12 @@
 // float arrays (for the float64 reference) and written to GGUF (for maas's model layer).
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -44,5 +47,15 @@ RandomModel make_random_model(const RandomModelSpec& spec);
 // directly from the architectures' definitions. Returns logits for every position.
 std::vector<std::vector<double>> reference_forward(const RandomModel& m,
                                                    const std::vector<int32_t>& tokens);
+
+// Largest absolute difference relative to the largest reference value (logits of one position).
+inline double max_rel_error(std::span<const float> got, const std::vector<double>& want) {
+  double max_ref = 0, max_diff = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    max_ref = std::max(max_ref, std::abs(want[i]));
+    max_diff = std::max(max_diff, std::abs(static_cast<double>(got[i]) - want[i]));
+  }
+  return max_diff / max_ref;
+}
 
 }  // namespace maas::test
