@@ -82,7 +82,9 @@ int serve(const ServeOptions& o) {
     ac.authenticate = [store](std::string_view secret) -> std::optional<server::Principal> {
       auto r = store->authenticate(secret, platform::now_millis());
       if (!r) return std::nullopt;
-      return server::Principal{r.key->tenant, r.key->id, r.key->options.models};
+      const auto& o = r.key->options;
+      return server::Principal{r.key->tenant, r.key->id,      o.models,        o.rpm,
+                               o.tpm,         o.daily_tokens, o.monthly_tokens};
     };
   }
   ac.record_usage = [store](const server::UsageRecord& u) {
@@ -100,6 +102,9 @@ int serve(const ServeOptions& o) {
     e.first_token_at = u.first_token_at;
     e.ended_at = u.ended_at;
     store->record(e);  // kDuplicate cannot happen: completion ids are unique per server
+  };
+  ac.tokens_used = [store](const std::string& key_id, int64_t since_ms) {
+    return store->tokens_used(platform::UsageScope::key(key_id), since_ms).total_tokens();
   };
   ac.usage_of = [store](const std::string& tenant, int days) {
     const auto now = platform::now_millis();

@@ -11,6 +11,7 @@
 #include "server/api_job.h"
 #include "server/ledger_queue.h"
 #include "server/openai_schema.h"
+#include "server/rate_limiter.h"
 
 namespace maas::server {
 
@@ -50,6 +51,7 @@ std::unique_ptr<ServedModel> ServedModel::load(const std::string& id, const std:
 
 Api::Api(ApiConfig config) : config_(std::move(config)) {
   if (config_.record_usage) ledger_ = std::make_unique<LedgerQueue>(config_.record_usage);
+  limiter_ = std::make_unique<RateLimiter>();
 }
 
 Api::~Api() { cancel_all(); }
@@ -257,7 +259,9 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<ResponseWriter> w) {
                    "invalid_request_error", "unknown_url");
   } catch (const ApiError& e) {
     std::vector<std::pair<std::string, std::string>> headers;
-    if (e.status == 429 || e.status == 503) headers.emplace_back("retry-after", "1");
+    if (e.status == 429 || e.status == 503) {
+      headers.emplace_back("retry-after", std::to_string(e.retry_after));
+    }
     metrics_.count_request(endpoint, e.status);
     w->send(e.status, "application/json", error_json(e), std::move(headers));
   } catch (const std::exception& e) {

@@ -46,6 +46,8 @@ struct Principal {
   std::string tenant = "default";
   std::string key_id;
   std::vector<std::string> models;
+  // Limits (none: unlimited): requests and tokens per minute, tokens per UTC day and month.
+  std::optional<int64_t> rpm, tpm, daily_tokens, monthly_tokens;
   bool allows(const std::string& model) const;
 };
 
@@ -67,6 +69,7 @@ struct UsageSummary {
 };
 
 class LedgerQueue;
+class RateLimiter;
 
 struct ApiConfig {
   std::vector<std::string> api_keys;  // static keys (tenant "default")
@@ -78,6 +81,9 @@ struct ApiConfig {
   std::function<void(const UsageRecord&)> record_usage;
   // A tenant's usage by model and day over the last `days` days, for GET /v1/usage.
   std::function<std::vector<UsageSummary>(const std::string& tenant, int days)> usage_of;
+  // Tokens (prompt + completion) a key has used since a wall-clock time in milliseconds, for
+  // the daily and monthly quotas.
+  std::function<int64_t(const std::string& key_id, int64_t since_ms)> tokens_used;
 };
 
 class Api {
@@ -103,12 +109,17 @@ class Api {
   void chat(const HttpRequest& req, std::shared_ptr<ResponseWriter> w, const Principal& who);
   void completions(const HttpRequest& req, std::shared_ptr<ResponseWriter> w, const Principal& who);
   void embeddings(const HttpRequest& req, std::shared_ptr<ResponseWriter> w, const Principal& who);
-  void start_job(std::shared_ptr<Job> job, std::vector<engine::Request> requests);
+  void start_job(std::shared_ptr<Job> job, std::vector<engine::Request> requests,
+                 const Principal& who);
+  // Refuses (429, naming the limit) a request over the caller's quotas or rates, else reserves
+  // its tokens; returns the rate limiter's grant.
+  uint64_t admit(const Principal& who, int64_t max_tokens_total);
 
   ApiConfig config_;
   // Declared before the models: destroyed after their engines stopped, so every request that
   // finishes during shutdown is still recorded.
   std::unique_ptr<LedgerQueue> ledger_;
+  std::unique_ptr<RateLimiter> limiter_;
   std::vector<std::unique_ptr<ServedModel>> models_;
   Metrics metrics_;
   mutable std::mutex jobs_mu_;

@@ -10,6 +10,7 @@
 #include "server/api_job.h"
 #include "server/ledger_queue.h"
 #include "server/openai_schema.h"
+#include "server/rate_limiter.h"
 
 namespace maas::server {
 
@@ -324,6 +325,11 @@ void Api::Job::finish_response() {
 // cannot be written the client gets an error instead of the usage.
 void Api::Job::settle(int status, const std::string& finish, std::function<void()> deliver) {
   metrics->count_request(endpoint, status);
+  if (limiter != nullptr) {  // the reservation becomes what was used
+    int64_t used = 0;
+    for (const auto& h : handles) used += h->usage().prompt_tokens + h->usage().completion_tokens;
+    limiter->settle(key_id, grant, used);
+  }
   if (ledger == nullptr) {
     deliver();
     return;
@@ -373,8 +379,58 @@ void Api::Job::settle(int status, const std::string& finish, std::function<void(
 
 // ---- Endpoints -----------------------------------------------------------------------------
 
-void Api::start_job(std::shared_ptr<Job> job, std::vector<engine::Request> requests) {
+uint64_t Api::admit(const Principal& who, int64_t max_tokens_total) {
+  if ((who.daily_tokens || who.monthly_tokens) && config_.tokens_used) {
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+    const int64_t day_ms = 86400000;
+    const int64_t day_start = now_ms - now_ms % day_ms;
+    if (who.daily_tokens && config_.tokens_used(who.key_id, day_start) >= *who.daily_tokens) {
+      ApiError e(429, fmt::format("Quota exceeded: daily tokens (limit {})", *who.daily_tokens),
+                 "daily_tokens", "rate_limit_exceeded", "quota_exceeded");
+      e.retry_after = static_cast<int>((day_start + day_ms - now_ms) / 1000) + 1;
+      throw e;
+    }
+    if (who.monthly_tokens) {
+      const std::time_t secs = static_cast<std::time_t>(now_ms / 1000);
+      std::tm tm{};
+      gmtime_r(&secs, &tm);
+      tm.tm_mday = 1;
+      tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+      const int64_t month_start = static_cast<int64_t>(timegm(&tm)) * 1000;
+      if (config_.tokens_used(who.key_id, month_start) >= *who.monthly_tokens) {
+        ApiError e(429,
+                   fmt::format("Quota exceeded: monthly tokens (limit {})", *who.monthly_tokens),
+                   "monthly_tokens", "rate_limit_exceeded", "quota_exceeded");
+        e.retry_after = 3600;
+        throw e;
+      }
+    }
+  }
+  uint64_t grant = 0;
+  if (auto refusal = limiter_->admit(who.key_id, who.rpm, who.tpm, max_tokens_total,
+                                     RateLimiter::Clock::now(), &grant)) {
+    ApiError e(429, refusal->message, refusal->limit, "rate_limit_exceeded", "rate_limit_exceeded");
+    e.retry_after = refusal->retry_after;
+    throw e;
+  }
+  return grant;
+}
+
+void Api::start_job(std::shared_ptr<Job> job, std::vector<engine::Request> requests,
+                    const Principal& who) {
   ServedModel& m = find_model(job->model_id);
+  // The most tokens these requests can use: what the rate limiter reserves.
+  int64_t most = 0;
+  for (const auto& r : requests) {
+    const auto prompt = static_cast<int64_t>(r.prompt.size());
+    const int64_t gen =
+        r.max_tokens >= 0 ? r.max_tokens : std::max<int64_t>(0, m.engine->max_context() - prompt);
+    most += prompt + gen * std::max(1, r.n);
+  }
+  job->limiter = limiter_.get();
+  job->grant = admit(who, most);
   job->metrics = &metrics_;
   job->ledger = ledger_.get();
   job->tok = m.tok.get();
@@ -387,9 +443,11 @@ void Api::start_job(std::shared_ptr<Job> job, std::vector<engine::Request> reque
       for (auto& r : requests) job->handles.push_back(m.engine->submit(std::move(r)));
     } catch (const engine::InvalidRequest& e) {
       for (auto& h : job->handles) h->cancel();
+      limiter_->settle(job->key_id, job->grant, 0);
       throw ApiError(400, e.what());
     } catch (const engine::QueueFull& e) {
       for (auto& h : job->handles) h->cancel();
+      limiter_->settle(job->key_id, job->grant, 0);
       throw ApiError(429, e.what(), {}, "rate_limit_exceeded", "server_busy");
     }
     job->handle_done.assign(job->handles.size(), false);
@@ -517,7 +575,7 @@ void Api::chat(const HttpRequest& req, std::shared_ptr<ResponseWriter> w, const 
   job->logprobs = r.logprobs;
   std::vector<engine::Request> reqs;
   reqs.push_back(std::move(r));
-  start_job(job, std::move(reqs));
+  start_job(job, std::move(reqs), who);
 }
 
 void Api::completions(const HttpRequest& req, std::shared_ptr<ResponseWriter> w,
@@ -542,7 +600,7 @@ void Api::completions(const HttpRequest& req, std::shared_ptr<ResponseWriter> w,
   job->n = cr.n;
   job->echo = cr.echo;
   job->logprobs = cr.logprobs;
-  start_job(job, std::move(reqs));
+  start_job(job, std::move(reqs), who);
 }
 
 void Api::embeddings(const HttpRequest& req, std::shared_ptr<ResponseWriter> w,
@@ -563,7 +621,7 @@ void Api::embeddings(const HttpRequest& req, std::shared_ptr<ResponseWriter> w,
   }
   auto job = new_job(Job::Kind::Embedding, "/v1/embeddings", "embd-", m, w, who);
   job->base64 = er.base64;
-  start_job(job, std::move(reqs));
+  start_job(job, std::move(reqs), who);
 }
 
 }  // namespace maas::server

@@ -45,6 +45,8 @@ struct Api::Job : std::enable_shared_from_this<Api::Job> {
   std::function<void()> on_done;  // called once, without locks held, after the answer
   // Usage ledger (null: none) and what it records about the caller.
   LedgerQueue* ledger = nullptr;
+  RateLimiter* limiter = nullptr;
+  uint64_t grant = 0;  // the rate limiter's reservation
   std::string request_id, tenant, key_id;
 
   // Takes every output the handles have, streams or stores it, and answers when all are done.

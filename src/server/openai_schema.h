@@ -29,6 +29,7 @@ class ApiError : public std::runtime_error {
            std::string type = "invalid_request_error", std::string code = {});
   int status;
   std::string param, type, code;
+  int retry_after = 1;  // seconds, sent with 429 and 503
 };
 
 // {"error": {"message", "type", "param", "code"}}

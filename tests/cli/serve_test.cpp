@@ -550,6 +550,52 @@ TEST(ServeTest, LedgerHoldsEveryAnsweredRequestThroughSigkill) {
   EXPECT_EQ(number_after(cli.out, "requests"), store->count_records()) << cli.out;
 }
 
+// Limits of a key: requests per minute, tokens per minute (reserved from max_tokens) and the
+// daily token quota (from the ledger) answer 429 naming the limit, with Retry-After.
+TEST(ServeTest, KeyLimitsAnswer429NamingTheLimit) {
+  const std::string data = scratch_dir() + "/limits";
+  auto make_key = [&](std::vector<std::string> extra) {
+    std::vector<std::string> argv = {maas_binary(), "keys",     "create", "--data-dir",
+                                     data,          "--tenant", "t"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto r = run_command(argv);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out.substr(0, r.out.find('\n'));
+  };
+  const std::string rpm = make_key({"--rpm", "2"});
+  const std::string tpm = make_key({"--tpm", "60"});
+  const std::string daily = make_key({"--daily-tokens", "20"});
+  ServeProcess s({"--data-dir", data});
+  auto call = [&](const std::string& key, int max_tokens) {
+    std::string req = post_json("/v1/completions",
+                                R"({"model":"stories","prompt":"Once upon a time","max_tokens":)" +
+                                    std::to_string(max_tokens) + "}");
+    req.insert(req.find("\r\n") + 2, "authorization: Bearer " + key + "\r\n");
+    return s.request(req);
+  };
+  EXPECT_EQ(call(rpm, 3).status, 200);
+  EXPECT_EQ(call(rpm, 3).status, 200);
+  auto third = call(rpm, 3);
+  EXPECT_EQ(third.status, 429);
+  EXPECT_NE(third.body.find("requests per minute"), std::string::npos) << third.body;
+  EXPECT_NE(third.body.find("\"param\":\"rpm\""), std::string::npos);
+  EXPECT_GE(std::stoi(third.header("retry-after")), 1);
+  EXPECT_LE(std::stoi(third.header("retry-after")), 60);
+  // 5 prompt tokens + 100: more than 60 tokens per minute, refused before it runs.
+  auto big = call(tpm, 100);
+  EXPECT_EQ(big.status, 429);
+  EXPECT_NE(big.body.find("tokens-per-minute"), std::string::npos) << big.body;
+  EXPECT_EQ(call(tpm, 20).status, 200);  // 25 reserved, corrected to what it used
+  EXPECT_EQ(call(tpm, 20).status, 200);
+  EXPECT_EQ(call(tpm, 20).status, 429);  // 75 > 60 within the minute
+  // The daily quota counts what the ledger holds: 5 + 30 tokens used, then refused.
+  EXPECT_EQ(call(daily, 30).status, 200);
+  auto over = call(daily, 5);
+  EXPECT_EQ(over.status, 429);
+  EXPECT_NE(over.body.find("daily tokens"), std::string::npos) << over.body;
+  EXPECT_EQ(s.stop(SIGTERM), 0);
+}
+
 TEST(ServeTest, ThousandConcurrentStreams) {
   ServeProcess s({"--max-waiting", "2000", "--max-running", "64"});
   auto r = run_command({"node", std::string(MAAS_SOURCE_DIR) + "/tests/node/many_streams.mjs",
