@@ -8,6 +8,11 @@
 // scale search for the k-quants (quant_k.cpp); the bytes need not match ggml's.
 #include "tensor/quant.h"
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -110,7 +115,32 @@ void dequantize_f32(const uint8_t* src, float* dst, int64_t n) {
 void quantize_f32(const float* src, uint8_t* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) store_f32(dst + 4 * i, src[i]);
 }
+// Half to float is exact, so the F16C instruction gives the same floats as the portable code
+// (NaNs stay NaNs): it serves every F16 reader (weights' rows, the F16 KV cache, which attention
+// converts for every key it visits: 10% of a serving benchmark's time with the portable loop).
+#if defined(__x86_64__)
+__attribute__((target("avx2,f16c"))) void dequantize_f16_f16c(const uint8_t* src, float* dst,
+                                                              int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + 2 * i));
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
+  }
+  for (; i < n; ++i) dst[i] = fp16_to_fp32(load_u16(src + 2 * i));
+}
+bool cpu_has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  // (clang 14's __builtin_cpu_supports does not know "f16c": ask cpuid directly.)
+  return __builtin_cpu_supports("avx2") && __get_cpuid(1, &a, &b, &c, &d) != 0 &&
+         (c & bit_F16C) != 0;
+}
+const bool kHasF16c = cpu_has_f16c();
+#endif
+
 void dequantize_f16(const uint8_t* src, float* dst, int64_t n) {
+#if defined(__x86_64__)
+  if (kHasF16c) return dequantize_f16_f16c(src, dst, n);
+#endif
   for (int64_t i = 0; i < n; ++i) dst[i] = fp16_to_fp32(load_u16(src + 2 * i));
 }
 void quantize_f16(const float* src, uint8_t* dst, int64_t n) {
@@ -338,6 +368,10 @@ int64_t block_count(const Codec& c, int64_t n) {
 }
 
 }  // namespace
+
+void fp16_to_fp32_row(const uint16_t* src, float* dst, int64_t n) {
+  dequantize_f16(reinterpret_cast<const uint8_t*>(src), dst, n);
+}
 
 bool can_dequantize(TensorType t) { return find_codec(t) != nullptr; }
 

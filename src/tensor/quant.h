@@ -16,10 +16,14 @@ float fp16_to_fp32(uint16_t h);
 uint16_t fp32_to_fp16(float f);
 float bf16_to_fp32(uint16_t h);
 uint16_t fp32_to_bf16(float f);
+// n halves to floats, exactly fp16_to_fp32 of each (with the F16C instruction where the CPU has
+// it): for hot readers of half rows such as the F16 KV cache.
+void fp16_to_fp32_row(const uint16_t* src, float* dst, int64_t n);
 
 // F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (and Q8_K).
 bool can_dequantize(TensorType t);
-// At least F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K (see the .cpp for the full set).
+// At least F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K (see the .cpp for the full
+// set).
 bool can_quantize(TensorType t);
 
 // Converts n elements (a multiple of the type's block size) starting at src into dst.

@@ -6,6 +6,7 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
@@ -237,6 +238,36 @@ TEST(Bf16, RandomFloatsRoundToNearest) {
                               : (below % 2 == 0)    ? below
                                                     : above;
     ASSERT_EQ(fp32_to_bf16(f), expected) << std::hex << bits;
+  }
+}
+
+}  // namespace
+}  // namespace maas::tensor
+
+namespace maas::tensor {
+namespace {
+
+// dequantize_row(F16) may take a hardware path: it must give exactly fp16_to_fp32 for every one
+// of the 65536 halves, at every offset of a row (vector body and scalar tail).
+TEST(QuantHalfTest, F16RowsDecodeEveryHalfExactly) {
+  std::vector<uint8_t> bytes(2 * 65536 + 2 * 13);
+  for (uint32_t h = 0; h < 65536 + 13; ++h) {
+    bytes[2 * h] = static_cast<uint8_t>(h & 0xff);
+    bytes[2 * h + 1] = static_cast<uint8_t>((h >> 8) & 0xff);
+  }
+  for (int64_t start : {0, 3}) {
+    const int64_t n = 65536 + 7;  // not a multiple of the vector width
+    std::vector<float> got(static_cast<size_t>(n));
+    dequantize_row(TensorType::F16, bytes.data() + 2 * start, got.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      const auto h = static_cast<uint16_t>((start + i) & 0xffff);
+      const float want = fp16_to_fp32(h);
+      if (std::isnan(want)) {
+        EXPECT_TRUE(std::isnan(got[static_cast<size_t>(i)])) << h;
+      } else {
+        EXPECT_EQ(std::memcmp(&got[static_cast<size_t>(i)], &want, 4), 0) << "half " << h;
+      }
+    }
   }
 }
 
