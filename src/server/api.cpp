@@ -78,8 +78,12 @@ ServedModel& Api::visible_model(const std::string& id, const Principal& who) {
   return find_model(id);
 }
 
-ServedModel& Api::only_or_named_model(const std::string* id, const Principal& who) {
-  if (id != nullptr) return visible_model(*id, who);
+ServedModel& Api::optional_model(const Json& body, const Principal& who) {
+  auto it = body.find("model");
+  if (it != body.end() && !it->is_null()) {
+    if (!it->is_string()) throw ApiError(400, "'model' must be a string", "model");
+    return visible_model(it->get<std::string>(), who);
+  }
   if (models_.size() != 1) throw ApiError(400, "'model' is required", "model");
   return visible_model(models_.front()->id, who);
 }
@@ -211,10 +215,7 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<ResponseWriter> w) {
     if (path == "/v1/embeddings" && post) return embeddings(req, w, who);
     if (path == "/tokenize" && post) {
       const Json body = parse_body(req.body);
-      const Json* model_field =
-          body.contains("model") && body["model"].is_string() ? &body["model"] : nullptr;
-      const std::string model_name = model_field ? model_field->get<std::string>() : "";
-      ServedModel& m = only_or_named_model(model_field ? &model_name : nullptr, who);
+      ServedModel& m = optional_model(body, who);
       if (!body.contains("content") || !body["content"].is_string()) {
         throw ApiError(400, "'content' must be a string", "content");
       }
@@ -231,10 +232,7 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<ResponseWriter> w) {
     }
     if (path == "/detokenize" && post) {
       const Json body = parse_body(req.body);
-      const std::string model_name = body.contains("model") && body["model"].is_string()
-                                         ? body["model"].get<std::string>()
-                                         : "";
-      ServedModel& m = only_or_named_model(model_name.empty() ? nullptr : &model_name, who);
+      ServedModel& m = optional_model(body, who);
       if (!body.contains("tokens") || !body["tokens"].is_array()) {
         throw ApiError(400, "'tokens' must be an array of token ids", "tokens");
       }

@@ -12,6 +12,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "engine/engine.h"
 #include "server/http_server.h"
 #include "server/metrics.h"
@@ -105,7 +107,8 @@ class Api {
   ServedModel& find_model(const std::string& id);
   // A model the caller may use; others are 404 as if they did not exist.
   ServedModel& visible_model(const std::string& id, const Principal& who);
-  ServedModel& only_or_named_model(const std::string* id, const Principal& who);
+  // The body's optional "model" (/tokenize, /detokenize); absent: the only model loaded.
+  ServedModel& optional_model(const nlohmann::ordered_json& body, const Principal& who);
   void chat(const HttpRequest& req, std::shared_ptr<ResponseWriter> w, const Principal& who);
   void completions(const HttpRequest& req, std::shared_ptr<ResponseWriter> w, const Principal& who);
   void embeddings(const HttpRequest& req, std::shared_ptr<ResponseWriter> w, const Principal& who);

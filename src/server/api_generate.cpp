@@ -524,6 +524,12 @@ std::shared_ptr<Api::Job> new_job(Api::Job::Kind kind, const char* endpoint, con
   return job;
 }
 
+// A prompt given as text (tokenized with the model's BOS, special tokens parsed) or as ids.
+std::vector<int32_t> prompt_tokens(const PromptInput& p, const tokenizer::Tokenizer& tok) {
+  if (const auto* text = std::get_if<std::string>(&p)) return tok.encode(*text, true, true);
+  return std::get<std::vector<int32_t>>(p);
+}
+
 engine::Request base_request(const GenerationParams& p, const Principal& who) {
   engine::Request r;
   r.cache_salt = who.tenant;  // tenants never share prefix-cache entries
@@ -585,11 +591,7 @@ void Api::completions(const HttpRequest& req, std::shared_ptr<ResponseWriter> w,
   std::vector<engine::Request> reqs;
   for (const PromptInput& p : cr.prompts) {
     engine::Request r = base_request(cr, who);
-    if (const auto* text = std::get_if<std::string>(&p)) {
-      r.prompt = m.tok->encode(*text, true, true);
-    } else {
-      r.prompt = std::get<std::vector<int32_t>>(p);
-    }
+    r.prompt = prompt_tokens(p, *m.tok);
     r.logprobs = cr.logprobs;
     r.prompt_logprobs = cr.echo && cr.logprobs >= 0;
     reqs.push_back(std::move(r));
@@ -610,11 +612,7 @@ void Api::embeddings(const HttpRequest& req, std::shared_ptr<ResponseWriter> w,
   std::vector<engine::Request> reqs;
   for (const PromptInput& p : er.inputs) {
     engine::Request r;
-    if (const auto* text = std::get_if<std::string>(&p)) {
-      r.prompt = m.tok->encode(*text, true, true);
-    } else {
-      r.prompt = std::get<std::vector<int32_t>>(p);
-    }
+    r.prompt = prompt_tokens(p, *m.tok);
     r.embedding = true;
     r.cache_salt = who.tenant;
     reqs.push_back(std::move(r));

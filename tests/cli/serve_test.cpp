@@ -334,6 +334,8 @@ TEST(ServeTest, BadRequestsGetClearErrors) {
        "logit_bias"},
       {"/v1/embeddings", R"({"model":"stories","input":{}})", 400, "\"param\":\"input\""},
       {"/v1/nothing", "{}", 404, "Unknown request URL"},
+      {"/tokenize", R"({"model":5,"content":"x"})", 400, "\"param\":\"model\""},
+      {"/detokenize", R"({"tokens":[1,99999]})", 400, "\"param\":\"tokens\""},
   };
   for (const Case& c : cases) {
     auto r = s.request(post_json(c.path, c.body));
