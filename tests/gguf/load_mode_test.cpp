@@ -2,6 +2,7 @@
 // bytes, data in private memory, and the same errors for broken files.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstring>
 
 #include "gguf/gguf.h"
@@ -37,6 +38,23 @@ TEST(LoadModeTest, CopyReadsWhatTheMappingReads) {
     EXPECT_EQ(0, std::memcmp(c.data, m.data, c.n_bytes));
   }
   EXPECT_EQ(0, std::memcmp(copied.tensor("b")->data, b.data(), b.size() * sizeof(float)));
+
+  // The copy is private memory: rewriting the file in place changes what the mapping shows
+  // (Linux shares unmodified page-cache pages with MAP_PRIVATE mappings) but not the copy.
+  {
+    const std::string bytes = test::read_file(path);
+    const std::string b_bytes(reinterpret_cast<const char*>(b.data()), b.size() * sizeof(float));
+    const size_t at = bytes.find(b_bytes);
+    ASSERT_NE(at, std::string::npos);
+    FILE* f = std::fopen(path.c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    const std::vector<uint8_t> junk(b_bytes.size(), 0xAB);
+    std::fseek(f, static_cast<long>(at), SEEK_SET);
+    std::fwrite(junk.data(), 1, junk.size(), f);
+    std::fclose(f);
+  }
+  EXPECT_EQ(0, std::memcmp(copied.tensor("b")->data, b.data(), b.size() * sizeof(float)));
+  EXPECT_EQ(mapped.tensor("b")->data[0], 0xAB) << "the mapping should see the rewrite";
 
   // Broken files fail the same way in both modes.
   const std::string truncated = test::scratch_dir() + "/truncated.gguf";
