@@ -325,15 +325,6 @@ void Api::Job::finish_response() {
 // cannot be written the client gets an error instead of the usage.
 void Api::Job::settle(int status, const std::string& finish, std::function<void()> deliver) {
   metrics->count_request(endpoint, status);
-  if (limiter != nullptr) {  // the reservation becomes what was used
-    int64_t used = 0;
-    for (const auto& h : handles) used += h->usage().prompt_tokens + h->usage().completion_tokens;
-    limiter->settle(key_id, grant, used);
-  }
-  if (ledger == nullptr) {
-    deliver();
-    return;
-  }
   UsageRecord rec;
   rec.request_id = request_id;
   rec.tenant = tenant;
@@ -344,6 +335,12 @@ void Api::Job::settle(int status, const std::string& finish, std::function<void(
     rec.prompt_tokens += u.prompt_tokens;
     rec.cached_tokens += u.cached_tokens;
     rec.completion_tokens += u.completion_tokens;
+  }
+  // The rate limiter's reservation becomes what was used.
+  if (limiter != nullptr) limiter->settle(key_id, grant, rec.prompt_tokens + rec.completion_tokens);
+  if (ledger == nullptr) {
+    deliver();
+    return;
   }
   rec.status = status;
   rec.finish_reason = finish;

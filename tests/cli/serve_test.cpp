@@ -567,6 +567,7 @@ TEST(ServeTest, KeyLimitsAnswer429NamingTheLimit) {
   const std::string rpm = make_key({"--rpm", "2"});
   const std::string tpm = make_key({"--tpm", "60"});
   const std::string daily = make_key({"--daily-tokens", "20"});
+  const std::string corrected = make_key({"--tpm", "100"});
   ServeProcess s({"--data-dir", data});
   auto call = [&](const std::string& key, int max_tokens) {
     std::string req = post_json("/v1/completions",
@@ -590,6 +591,18 @@ TEST(ServeTest, KeyLimitsAnswer429NamingTheLimit) {
   EXPECT_EQ(call(tpm, 20).status, 200);  // 25 reserved, corrected to what it used
   EXPECT_EQ(call(tpm, 20).status, 200);
   EXPECT_EQ(call(tpm, 20).status, 429);  // 75 > 60 within the minute
+  // A reservation shrinks to what was used: stopped at its first token (","), the first request
+  // uses ~6 of its 55 reserved tokens, so a second 55 fits in 100 (uncorrected: 110).
+  {
+    std::string req = post_json(
+        "/v1/completions",
+        R"({"model":"stories","prompt":"Once upon a time","max_tokens":50,"stop":[","]})");
+    req.insert(req.find("\r\n") + 2, "authorization: Bearer " + corrected + "\r\n");
+    auto r = s.request(req);
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_NE(r.body.find("\"completion_tokens\":1,"), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(call(corrected, 50).status, 200);
   // The daily quota counts what the ledger holds: 5 + 30 tokens used, then refused.
   EXPECT_EQ(call(daily, 30).status, 200);
   auto over = call(daily, 5);
