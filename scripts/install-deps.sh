@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   clang libclang-rt-14-dev clang-format clang-tidy
   libhwy-dev libfmt-dev libspdlog-dev libcli11-dev nlohmann-json3-dev
-  libpcre2-dev libyaml-cpp-dev libboost1.81-dev libssl-dev libsqlite3-dev
+  libpcre2-dev libyaml-cpp-dev libboost1.81-dev libssl-dev libsqlite3-dev libpq-dev postgresql
   libgtest-dev libgmock-dev libbenchmark-dev
   libsentencepiece-dev python3 python3-sentencepiece python3-numpy python3-jinja2 curl
 )

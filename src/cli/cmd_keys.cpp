@@ -79,7 +79,7 @@ void add_keys_command(CLI::App& app, int& exit_code) {
     opt.daily_tokens = c->daily;
     opt.monthly_tokens = c->monthly;
     if (!c->expires.empty()) opt.expires_at = parse_date(c->expires);
-    if (!store->find_tenant(c->tenant)) store->put_tenant(c->tenant, 1.0, now);
+    store->ensure_tenant(c->tenant, now);
     const auto created = store->create_key(c->tenant, opt, now);
     std::printf("%s\n", created.secret.c_str());
     std::fprintf(stderr, "key %s for tenant %s: the secret above is shown only once\n",

@@ -88,6 +88,12 @@ CREATE INDEX usage_ledger_ended ON usage_ledger (ended_at);
 CREATE INDEX usage_ledger_tenant_ended ON usage_ledger (tenant_id, ended_at);
 CREATE INDEX usage_ledger_key_ended ON usage_ledger (key_id, ended_at);
 )sql"},
+    {2, R"sql(
+ALTER TABLE tenants ADD COLUMN rpm BIGINT;
+ALTER TABLE tenants ADD COLUMN tpm BIGINT;
+ALTER TABLE tenants ADD COLUMN daily_tokens BIGINT;
+ALTER TABLE tenants ADD COLUMN monthly_tokens BIGINT;
+)sql"},
 };
 
 constexpr int kLatestVersion = std::size(kMigrations);
@@ -266,6 +272,7 @@ void check_non_negative(const std::optional<std::int64_t>& v, const char* name) 
 #define KEY_COLUMNS                                                                    \
   "id, tenant_id, secret_sha256, rpm, tpm, daily_tokens, monthly_tokens, expires_at, " \
   "created_at, revoked_at"
+#define TENANT_COLUMNS "id, weight, created_at, rpm, tpm, daily_tokens, monthly_tokens"
 #define TOTALS_COLUMNS                                                           \
   "COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(cached_tokens), 0), " \
   "COALESCE(SUM(completion_tokens), 0)"
@@ -276,10 +283,14 @@ class SqliteStore final : public Store {
       : conn_(prepare_data_dir(data_dir)),
         setup_(configure(conn_)),
         insert_tenant_(conn_,
-                       "INSERT INTO tenants (id, weight, created_at) VALUES (?1, ?2, ?3) "
-                       "ON CONFLICT (id) DO UPDATE SET weight = excluded.weight"),
-        select_tenant_(conn_, "SELECT id, weight, created_at FROM tenants WHERE id = ?1"),
-        select_tenants_(conn_, "SELECT id, weight, created_at FROM tenants ORDER BY id"),
+                       "INSERT INTO tenants (id, weight, rpm, tpm, daily_tokens, monthly_tokens, "
+                       "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
+                       "ON CONFLICT (id) DO UPDATE SET weight = excluded.weight, "
+                       "rpm = excluded.rpm, tpm = excluded.tpm, "
+                       "daily_tokens = excluded.daily_tokens, "
+                       "monthly_tokens = excluded.monthly_tokens"),
+        select_tenant_(conn_, "SELECT " TENANT_COLUMNS " FROM tenants WHERE id = ?1"),
+        select_tenants_(conn_, "SELECT " TENANT_COLUMNS " FROM tenants ORDER BY id"),
         key_id_exists_(conn_, "SELECT 1 FROM api_keys WHERE id = ?1"),
         insert_key_(conn_,
                     "INSERT INTO api_keys (id, tenant_id, secret_sha256, rpm, tpm, daily_tokens, "
@@ -319,14 +330,27 @@ class SqliteStore final : public Store {
 
   std::string location() const override { return conn_.path(); }
 
-  Tenant put_tenant(const std::string& id, double weight, UnixMillis now) override {
+  Tenant put_tenant(const std::string& id, double weight, const TenantLimits& limits,
+                    UnixMillis now) override {
     check_tenant_id(id);
     if (!(weight > 0) || weight > 1e6) {
       throw std::invalid_argument(fmt::format("tenant weight must be in (0, 1e6], got {}", weight));
     }
+    check_non_negative(limits.rpm, "rpm");
+    check_non_negative(limits.tpm, "tpm");
+    check_non_negative(limits.daily_tokens, "daily_tokens");
+    check_non_negative(limits.monthly_tokens, "monthly_tokens");
     std::lock_guard lock(mu_);
     Transaction tx(conn_);
-    Statement::Use(insert_tenant_).bind(1, id).bind(2, weight).bind(3, std::int64_t{now}).run();
+    Statement::Use(insert_tenant_)
+        .bind(1, id)
+        .bind(2, weight)
+        .bind(3, limits.rpm)
+        .bind(4, limits.tpm)
+        .bind(5, limits.daily_tokens)
+        .bind(6, limits.monthly_tokens)
+        .bind(7, std::int64_t{now})
+        .run();
     auto tenant = find_tenant_locked(id);
     tx.commit();
     if (!tenant) throw StoreError(fmt::format("database {}: tenant {} vanished", location(), id));
@@ -616,7 +640,14 @@ class SqliteStore final : public Store {
     }
   }
 
-  static Tenant read_tenant(Statement::Use& q) { return Tenant{q.text(0), q.real(1), q.int64(2)}; }
+  static Tenant read_tenant(Statement::Use& q) {
+    Tenant t;
+    t.id = q.text(0);
+    t.weight = q.real(1);
+    t.created_at = q.int64(2);
+    t.limits = {q.opt_int64(3), q.opt_int64(4), q.opt_int64(5), q.opt_int64(6)};
+    return t;
+  }
 
   static ApiKey read_key(Statement::Use& q) {
     ApiKey k;
@@ -659,6 +690,7 @@ class SqliteStore final : public Store {
 
 #undef KEY_COLUMNS
 #undef TOTALS_COLUMNS
+#undef TENANT_COLUMNS
 
 }  // namespace
 

@@ -50,6 +50,11 @@ KeyState ApiKey::state(UnixMillis now) const {
   return KeyState::kActive;
 }
 
+Tenant Store::ensure_tenant(const std::string& id, UnixMillis now) {
+  if (auto t = find_tenant(id)) return *t;
+  return put_tenant(id, 1.0, {}, now);
+}
+
 bool ApiKey::allows_model(std::string_view model) const {
   return options.models.empty() ||
          std::find(options.models.begin(), options.models.end(), model) != options.models.end();

@@ -32,10 +32,19 @@ class StoreError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Limits shared by all of a tenant's keys; an empty optional means "no limit". A request must
+// pass both its key's limits and its tenant's.
+struct TenantLimits {
+  std::optional<std::int64_t> rpm, tpm, daily_tokens, monthly_tokens;
+  bool operator==(const TenantLimits&) const = default;
+};
+
 struct Tenant {
   std::string id;     // 1-64 chars of [A-Za-z0-9._-]
-  double weight = 1;  // fair-share weight, > 0
+  double weight = 1;  // fair-share weight, in (0, 1e6]
+  TenantLimits limits;
   UnixMillis created_at = 0;
+  bool operator==(const Tenant&) const = default;
 };
 
 // Limits of one API key; an empty optional means "no limit".
@@ -121,8 +130,12 @@ class Store {
   // Where the data lives, for logs and error messages (e.g. the database path).
   virtual std::string location() const = 0;
 
-  // Creates the tenant, or updates the weight of an existing one (created_at is kept).
-  virtual Tenant put_tenant(const std::string& id, double weight, UnixMillis now) = 0;
+  // Creates the tenant, or replaces the weight and limits of an existing one (created_at is
+  // kept).
+  virtual Tenant put_tenant(const std::string& id, double weight, const TenantLimits& limits,
+                            UnixMillis now) = 0;
+  // The tenant, created with weight 1 and no limits if it does not exist yet.
+  Tenant ensure_tenant(const std::string& id, UnixMillis now);
   virtual std::optional<Tenant> find_tenant(const std::string& id) = 0;
   virtual std::vector<Tenant> list_tenants() = 0;  // ordered by id
 

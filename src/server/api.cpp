@@ -104,18 +104,6 @@ size_t Api::in_flight() const {
 
 namespace {
 
-// Constant-time comparison: the time taken does not depend on where the strings differ.
-bool same_secret(std::string_view a, std::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  const size_t n = std::max(a.size(), b.size());
-  for (size_t i = 0; i < n; ++i) {
-    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
-    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
-    diff |= static_cast<unsigned char>(x ^ y);
-  }
-  return diff == 0;
-}
-
 std::string endpoint_label(const std::string& path) {
   for (const char* known :
        {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/models", "/v1/usage",
@@ -123,6 +111,7 @@ std::string endpoint_label(const std::string& path) {
     if (path == known) return known;
   }
   if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
+  if (path.rfind("/admin/", 0) == 0) return "/admin";
   return "other";
 }
 
@@ -157,6 +146,11 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<ResponseWriter> w) {
       metrics_.count_request(endpoint, 200);
       w->send(200, "text/plain; version=0.0.4", metrics_.render(gauges));
       return;
+    }
+    if (path.rfind("/admin/", 0) == 0) {
+      if (admin(req, w, [&](int status, const Json& body) { reply_json(status, body); })) return;
+      throw ApiError(404, fmt::format("Unknown admin URL: {} {}", req.method, path), {},
+                     "invalid_request_error", "unknown_url");
     }
     Principal who;
     if (!config_.api_keys.empty() || config_.authenticate) {

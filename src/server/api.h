@@ -73,6 +73,19 @@ struct UsageSummary {
 class LedgerQueue;
 class RateLimiter;
 
+// The answer of an admin handler: an HTTP status and a JSON body.
+struct AdminReply {
+  int status = 200;
+  nlohmann::ordered_json body;
+};
+
+// Handles /admin/ requests other than /admin/models (keys, tenants, usage): method, path,
+// query string (without '?') and the parsed JSON body (null for GET/DELETE); none: unknown
+// path. Throws ApiError for bad input.
+using AdminHandler = std::function<std::optional<AdminReply>(
+    const std::string& method, const std::string& path, const std::string& query,
+    const nlohmann::ordered_json& body)>;
+
 struct ApiConfig {
   std::vector<std::string> api_keys;  // static keys (tenant "default")
   // Looks up a bearer secret (e.g. in the platform store): a principal, or none if unknown,
@@ -86,6 +99,9 @@ struct ApiConfig {
   // Tokens (prompt + completion) a key has used since a wall-clock time in milliseconds, for
   // the daily and monthly quotas.
   std::function<int64_t(const std::string& key_id, int64_t since_ms)> tokens_used;
+  // Secrets that open the admin API (/admin/...). None: the admin API is disabled (403).
+  std::vector<std::string> admin_keys;
+  AdminHandler admin;
 };
 
 class Api {
@@ -112,6 +128,9 @@ class Api {
   void chat(const HttpRequest& req, std::shared_ptr<ResponseWriter> w, const Principal& who);
   void completions(const HttpRequest& req, std::shared_ptr<ResponseWriter> w, const Principal& who);
   void embeddings(const HttpRequest& req, std::shared_ptr<ResponseWriter> w, const Principal& who);
+  // /admin/...: checks the admin key, then dispatches; false if the path is unknown.
+  bool admin(const HttpRequest& req, const std::shared_ptr<ResponseWriter>& w,
+             const std::function<void(int, const nlohmann::ordered_json&)>& reply_json);
   void start_job(std::shared_ptr<Job> job, std::vector<engine::Request> requests,
                  const Principal& who);
   // Refuses (429, naming the limit) a request over the caller's quotas or rates, else reserves

@@ -32,6 +32,9 @@ class ApiError : public std::runtime_error {
   int retry_after = 1;  // seconds, sent with 429 and 503
 };
 
+// Constant-time comparison of secrets: the time taken does not depend on where they differ.
+bool same_secret(std::string_view a, std::string_view b);
+
 // {"error": {"message", "type", "param", "code"}}
 std::string error_json(const ApiError& e);
 

@@ -186,7 +186,7 @@ TEST(PlatformStore, MigrationsCreateSchemaAndReopenIsIdempotent) {
   {
     auto store = open_sqlite_store(dir);
     EXPECT_EQ(store->location(), dir + "/maas.db");
-    store->put_tenant("acme", 2.5, kT0);
+    store->put_tenant("acme", 2.5, {}, kT0);
   }
   struct stat st {};
   ASSERT_EQ(::stat(dir.c_str(), &st), 0);
@@ -256,7 +256,7 @@ TEST(PlatformStore, DamagedFilesNeverCrash) {
   std::string dir = scratch_dir();
   {
     auto store = open_sqlite_store(dir);
-    store->put_tenant("t", 1, kT0);
+    store->put_tenant("t", 1, {}, kT0);
     KeyOptions two_models;
     two_models.models = {"m1", "m2"};
     store->create_key("t", two_models, kT0);
@@ -295,9 +295,9 @@ TEST(PlatformStore, DamagedFilesNeverCrash) {
 
 TEST(PlatformStore, TenantsAreCreatedUpdatedAndValidated) {
   auto store = open_sqlite_store(scratch_dir());
-  store->put_tenant("b", 1, kT0);
-  store->put_tenant("a", 3, kT0 + 5);
-  Tenant b = store->put_tenant("b", 4, kT0 + 9);
+  store->put_tenant("b", 1, {}, kT0);
+  store->put_tenant("a", 3, {}, kT0 + 5);
+  Tenant b = store->put_tenant("b", 4, {}, kT0 + 9);
   EXPECT_EQ(b.weight, 4);
   EXPECT_EQ(b.created_at, kT0);
   auto all = store->list_tenants();
@@ -305,16 +305,54 @@ TEST(PlatformStore, TenantsAreCreatedUpdatedAndValidated) {
   EXPECT_EQ(all[0].id, "a");
   EXPECT_EQ(all[1].id, "b");
   EXPECT_FALSE(store->find_tenant("c"));
-  EXPECT_THROW(store->put_tenant("", 1, kT0), std::invalid_argument);
-  EXPECT_THROW(store->put_tenant("a b", 1, kT0), std::invalid_argument);
-  EXPECT_THROW(store->put_tenant("a", 0, kT0), std::invalid_argument);
+  EXPECT_THROW(store->put_tenant("", 1, {}, kT0), std::invalid_argument);
+  EXPECT_THROW(store->put_tenant("a b", 1, {}, kT0), std::invalid_argument);
+  EXPECT_THROW(store->put_tenant("a", 0, {}, kT0), std::invalid_argument);
   EXPECT_THROW(store->create_key("nobody", {}, kT0), std::invalid_argument);
+
+  // Limits round-trip and are replaced as a whole; ensure_tenant keeps what exists.
+  TenantLimits limits{60, std::nullopt, 5000, 0};
+  Tenant a = store->put_tenant("a", 2, limits, kT0 + 20);
+  EXPECT_EQ(a.limits, limits);
+  EXPECT_EQ(a.created_at, kT0 + 5);
+  EXPECT_EQ(store->ensure_tenant("a", kT0 + 30), a);
+  EXPECT_EQ(store->find_tenant("a")->limits, limits);
+  EXPECT_EQ(store->put_tenant("a", 2, {}, kT0 + 40).limits, TenantLimits{});
+  Tenant c = store->ensure_tenant("c", kT0 + 50);
+  EXPECT_EQ(c.weight, 1);
+  EXPECT_EQ(c.created_at, kT0 + 50);
+  EXPECT_THROW(store->put_tenant("a", 1, TenantLimits{-1, {}, {}, {}}, kT0), std::invalid_argument);
+}
+
+// A database written by the first schema (tenants without limits) is migrated in place and keeps
+// its rows. The old schema is recreated from the current one with SQLite's own DROP COLUMN.
+TEST(PlatformStore, VersionOneDatabaseIsMigrated) {
+  const std::string dir = scratch_dir();
+  {
+    auto store = open_sqlite_store(dir);
+    store->put_tenant("acme", 3, {}, kT0);
+    store->create_key("acme", {}, kT0);
+  }
+  const std::string db = dir + "/maas.db";
+  raw_sql(db,
+          "ALTER TABLE tenants DROP COLUMN rpm; ALTER TABLE tenants DROP COLUMN tpm; "
+          "ALTER TABLE tenants DROP COLUMN daily_tokens; "
+          "ALTER TABLE tenants DROP COLUMN monthly_tokens; UPDATE schema_version SET version = 1");
+  auto store = open_sqlite_store(dir);
+  EXPECT_EQ(raw_int(db, "SELECT version FROM schema_version"), sqlite_schema_version());
+  auto t = store->find_tenant("acme");
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->weight, 3);
+  EXPECT_EQ(t->limits, TenantLimits{});
+  EXPECT_EQ(store->list_keys().size(), 1u);
+  EXPECT_EQ(store->put_tenant("acme", 3, TenantLimits{1, 2, 3, 4}, kT0).limits,
+            (TenantLimits{1, 2, 3, 4}));
 }
 
 TEST(PlatformStore, KeysAuthenticateRevokeAndExpire) {
   auto store = open_sqlite_store(scratch_dir());
-  store->put_tenant("acme", 1, kT0);
-  store->put_tenant("other", 1, kT0);
+  store->put_tenant("acme", 1, {}, kT0);
+  store->put_tenant("other", 1, {}, kT0);
   KeyOptions opts;
   opts.models = {"llama", "qwen"};
   opts.rpm = 60;
@@ -397,7 +435,7 @@ TEST(PlatformStore, KeysAuthenticateRevokeAndExpire) {
 TEST(PlatformStore, SecretsAreNotStoredOnlyTheirHash) {
   std::string dir = scratch_dir();
   auto store = open_sqlite_store(dir);
-  store->put_tenant("acme", 1, kT0);
+  store->put_tenant("acme", 1, {}, kT0);
   std::vector<CreatedKey> created;
   for (int i = 0; i < 5; ++i) created.push_back(store->create_key("acme", {}, kT0));
   // Look at the files while the store is open (the key rows may sit in the WAL) and after close.
@@ -426,7 +464,7 @@ TEST(PlatformStore, SecretsAreNotStoredOnlyTheirHash) {
 
 TEST(PlatformStore, ThousandKeysHaveDistinctSecretsAndIds) {
   auto store = open_sqlite_store(scratch_dir());
-  store->put_tenant("acme", 1, kT0);
+  store->put_tenant("acme", 1, {}, kT0);
   std::set<std::string> secrets, ids;
   std::vector<CreatedKey> created;
   for (int i = 0; i < 1000; ++i) {
@@ -542,7 +580,7 @@ TEST(PlatformStore, UsageAggregatesMatchBruteForce) {
 TEST(PlatformStore, RecordsSurviveSigkill) {
   std::string dir = scratch_dir();
   constexpr int kRecorded = 37;
-  open_sqlite_store(dir)->put_tenant("acme", 1, kT0);  // closed again before fork
+  open_sqlite_store(dir)->put_tenant("acme", 1, {}, kT0);  // closed again before fork
   pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
@@ -570,7 +608,7 @@ TEST(PlatformStore, RecordsSurviveSigkill) {
 
 TEST(PlatformStore, ConcurrentWritersAndReaders) {
   auto store = open_sqlite_store(scratch_dir());
-  store->put_tenant("acme", 1, kT0);
+  store->put_tenant("acme", 1, {}, kT0);
   constexpr int kThreads = 4, kPerThread = 50;
   std::vector<std::thread> threads;
   std::atomic<int> recorded{0}, duplicates{0};
