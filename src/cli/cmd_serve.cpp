@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 #include "cli/commands.h"
@@ -21,7 +22,7 @@ struct ServeOptions {
   int port = 8080;
   int threads = 0, io_threads = 2;
   std::string kv_memory = "0", kv_type = "f16";
-  std::vector<std::string> api_keys;
+  std::vector<std::string> api_keys, admin_keys;
   int max_running = 32, token_budget = 256;
   int64_t ctx_size = 0;
   size_t max_waiting = 256;
@@ -72,6 +73,10 @@ int serve(const ServeOptions& o) {
 
   server::ApiConfig ac;
   ac.api_keys = o.api_keys;
+  ac.admin_keys = o.admin_keys;
+  if (const char* env = std::getenv("MAAS_ADMIN_KEY"); env != nullptr && *env != '\0') {
+    ac.admin_keys.emplace_back(env);
+  }
   // Keys created with `maas keys` live in the data directory's store. With keys there (or
   // --api-key), every API call needs one; with none, the API is open.
   const std::string data_dir = platform::resolve_data_dir(o.data_dir);
@@ -167,6 +172,9 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--kv-memory", o->kv_memory, "KV cache memory per model (e.g. 2G; 0: auto)");
   cmd->add_option("--kv-type", o->kv_type, "KV cache storage: f16, q8_0 or f32");
   cmd->add_option("--api-key", o->api_keys, "Accepted API key (repeatable; none: open)");
+  cmd->add_option("--admin-key", o->admin_keys,
+                  "Key for the admin API, /admin/... (repeatable; also $MAAS_ADMIN_KEY; none: "
+                  "the admin API is disabled)");
   cmd->add_option("--max-running", o->max_running, "Sequences per batch")
       ->check(CLI::Range(1, 4096));
   cmd->add_option("--token-budget", o->token_budget, "Tokens per engine step")
