@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cli/serve_process.h"
 #include "gguf/gguf.h"
 #include "platform/store.h"
 #include "server/http_test_client.h"
@@ -23,106 +24,6 @@ namespace maas::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-const std::string kStories = shared_dir() + "/models/stories260K";
-
-std::string stories_model() {
-  static const std::string path = [] {
-    const std::string out = scratch_dir() + "/stories.gguf";
-    auto r = run_command({maas_binary(), "convert", "llama2c", kStories + "/stories260K.bin",
-                          kStories + "/tok512.bin", "-o", out});
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    return out;
-  }();
-  return path;
-}
-
-uint16_t free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a = http::loopback(0);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
-// A `maas serve` child process on a free port, its stderr in a file.
-class ServeProcess {
- public:
-  explicit ServeProcess(std::vector<std::string> extra_args) : port_(free_port()) {
-    log_ = scratch_dir() + "/serve-" + std::to_string(port_) + ".log";
-    std::vector<std::string> args = {maas_binary(), "serve",
-                                     "-m",          "stories=" + stories_model(),
-                                     "--port",      std::to_string(port_)};
-    // Each server its own state directory, unless the test gives one.
-    if (std::find(extra_args.begin(), extra_args.end(), "--data-dir") == extra_args.end()) {
-      args.insert(args.end(), {"--data-dir", scratch_dir() + "/data"});
-    }
-    args.insert(args.end(), extra_args.begin(), extra_args.end());
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      FILE* f = std::freopen(log_.c_str(), "w", stderr);
-      (void)f;
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      _exit(127);
-    }
-    // Ready when /health answers.
-    for (int i = 0; i < 200; ++i) {
-      if (request("GET /health HTTP/1.1\r\nhost: x\r\n\r\n").status == 200) return;
-      std::this_thread::sleep_for(50ms);
-    }
-    ADD_FAILURE() << "maas serve did not come up: " << read_file(log_);
-  }
-  ~ServeProcess() {
-    if (pid_ > 0) stop(SIGKILL);
-  }
-
-  uint16_t port() const { return port_; }
-  pid_t pid() const { return pid_; }
-  std::string base() const { return "http://127.0.0.1:" + std::to_string(port_); }
-  std::string log() const { return read_file(log_); }
-
-  // One request on a fresh connection; status 0 if the connection failed.
-  http::Response request(const std::string& raw, std::chrono::milliseconds timeout = 10s) const {
-    if (http::try_connect(port_) < 0) return {};
-    http::Client c(port_);
-    c.send(raw);
-    auto r = c.read_response(timeout);
-    return r ? *r : http::Response{};
-  }
-
-  // Sends sig (0: none) and returns the exit status (-1 if it did not exit within the timeout).
-  int stop(int sig, std::chrono::seconds timeout = 20s) {
-    ::kill(pid_, sig);
-    const auto end = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < end) {
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      std::this_thread::sleep_for(20ms);
-    }
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-    return -1;
-  }
-
- private:
-  uint16_t port_;
-  pid_t pid_ = -1;
-  std::string log_;
-};
-
-std::string post_json(const std::string& path, const std::string& body) {
-  return "POST " + path + " HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n" +
-         "content-length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
-}
 
 std::string reference_text() {
   const std::string readme = read_file(kStories + "/README.md");
