@@ -1,4 +1,5 @@
-// `maas keys create|ls|revoke`: tenants' API keys in the data directory's store.
+// `maas keys create|ls|revoke`: tenants' API keys in the store (SQLite in the data directory, or
+// PostgreSQL with --database / $MAAS_DATABASE_URL).
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -46,8 +47,12 @@ void add_keys_command(CLI::App& app, int& exit_code) {
   CLI::App* keys = app.add_subcommand("keys", "Create, list and revoke tenants' API keys");
   keys->require_subcommand(1);
   auto data_dir = std::make_shared<std::string>();
+  auto database = std::make_shared<std::string>();
   keys->add_option("--data-dir", *data_dir,
                    "State directory (default: $MAAS_DATA_DIR, else ~/.local/share/maas)");
+  keys->add_option("--database", *database,
+                   "PostgreSQL URL, postgresql://user:password@host/db (default: "
+                   "$MAAS_DATABASE_URL; none: SQLite in the state directory)");
 
   struct CreateOpts {
     std::string tenant, models, expires;
@@ -55,7 +60,7 @@ void add_keys_command(CLI::App& app, int& exit_code) {
   };
   auto c = std::make_shared<CreateOpts>();
   CLI::App* create = keys->add_subcommand("create", "Create a key (its secret is shown once)");
-  create->fallthrough();  // --data-dir may come after the subcommand
+  create->fallthrough();  // --data-dir and --database may come after the subcommand
   create->add_option("--tenant", c->tenant, "Tenant the key belongs to (created if new)")
       ->required();
   create->add_option("--models", c->models,
@@ -66,8 +71,8 @@ void add_keys_command(CLI::App& app, int& exit_code) {
   create->add_option("--monthly-tokens", c->monthly, "Tokens per UTC month")
       ->check(CLI::PositiveNumber);
   create->add_option("--expires", c->expires, "Expiry: YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)");
-  create->callback([c, data_dir, &exit_code] {
-    auto store = platform::open_sqlite_store(platform::resolve_data_dir(*data_dir));
+  create->callback([c, data_dir, database, &exit_code] {
+    auto store = platform::open_store(*data_dir, *database);
     const auto now = platform::now_millis();
     platform::KeyOptions opt;
     std::stringstream ms(c->models);
@@ -89,8 +94,8 @@ void add_keys_command(CLI::App& app, int& exit_code) {
 
   CLI::App* ls = keys->add_subcommand("ls", "List keys (never their secrets)");
   ls->fallthrough();
-  ls->callback([data_dir, &exit_code] {
-    auto store = platform::open_sqlite_store(platform::resolve_data_dir(*data_dir));
+  ls->callback([data_dir, database, &exit_code] {
+    auto store = platform::open_store(*data_dir, *database);
     const auto now = platform::now_millis();
     std::printf("%-16s %-16s %-8s %-20s %-6s %-8s %-10s %-10s %s\n", "ID", "TENANT", "STATE",
                 "CREATED", "RPM", "TPM", "DAILY", "MONTHLY", "MODELS");
@@ -113,8 +118,8 @@ void add_keys_command(CLI::App& app, int& exit_code) {
   CLI::App* revoke = keys->add_subcommand("revoke", "Revoke a key by its id");
   revoke->fallthrough();
   revoke->add_option("id", *revoke_id, "Key id (key_...)")->required();
-  revoke->callback([data_dir, revoke_id, &exit_code] {
-    auto store = platform::open_sqlite_store(platform::resolve_data_dir(*data_dir));
+  revoke->callback([data_dir, database, revoke_id, &exit_code] {
+    auto store = platform::open_store(*data_dir, *database);
     if (!store->revoke_key(*revoke_id, platform::now_millis())) {
       throw std::runtime_error(fmt::format("no key has the id '{}'", *revoke_id));
     }

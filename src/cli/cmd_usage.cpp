@@ -29,19 +29,22 @@ platform::UnixMillis parse_day(const std::string& s) {
 
 void add_usage_command(CLI::App& app, int& exit_code) {
   struct Opts {
-    std::string data_dir, tenant, from, to;
+    std::string data_dir, database, tenant, from, to;
     bool json = false;
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("usage", "Show the usage ledger by tenant, model and day");
   cmd->add_option("--data-dir", o->data_dir,
                   "State directory (default: $MAAS_DATA_DIR, else ~/.local/share/maas)");
+  cmd->add_option("--database", o->database,
+                  "PostgreSQL URL, postgresql://user:password@host/db (default: "
+                  "$MAAS_DATABASE_URL; none: SQLite in the state directory)");
   cmd->add_option("--tenant", o->tenant, "Only this tenant");
   cmd->add_option("--from", o->from, "First UTC day, YYYY-MM-DD (default: 30 days ago)");
   cmd->add_option("--to", o->to, "Last UTC day, YYYY-MM-DD (default: today)");
   cmd->add_flag("--json", o->json, "One JSON object per line");
   cmd->callback([o, &exit_code] {
-    auto store = platform::open_sqlite_store(platform::resolve_data_dir(o->data_dir));
+    auto store = platform::open_store(o->data_dir, o->database);
     const auto now = platform::now_millis();
     const auto day = int64_t{86400000};
     const auto to = o->to.empty() ? platform::utc_day_start(now) + day : parse_day(o->to) + day;

@@ -1,4 +1,5 @@
-// The backend-independent parts of the platform store: time helpers and key state.
+// The backend-independent parts of the platform store: time helpers, key state and choosing a
+// backend.
 #include "platform/store.h"
 
 #include <algorithm>
@@ -67,6 +68,25 @@ std::string resolve_data_dir(const std::string& flag) {
     return std::string(home) + "/.local/share/maas";
   }
   throw StoreError("no data directory: give --data-dir, or set MAAS_DATA_DIR or HOME");
+}
+
+std::string resolve_database_url(const std::string& database_url_flag) {
+  if (!database_url_flag.empty()) return database_url_flag;
+  if (const char* env = std::getenv("MAAS_DATABASE_URL"); env != nullptr) return env;
+  return "";
+}
+
+std::unique_ptr<Store> open_store(const std::string& data_dir_flag,
+                                  const std::string& database_url_flag) {
+  const std::string url = resolve_database_url(database_url_flag);
+  if (url.empty()) return open_sqlite_store(resolve_data_dir(data_dir_flag));
+  if (url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+    return open_postgres_store(url);
+  }
+  throw StoreError(fmt::format(
+      "unsupported database URL '{}': use postgresql://[user[:password]@]host[:port]/dbname, or "
+      "no URL for SQLite in the data directory",
+      mask_database_url(url)));
 }
 
 }  // namespace maas::platform

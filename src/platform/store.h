@@ -1,8 +1,9 @@
 // Durable platform state: tenants, API keys and the usage ledger.
 //
-// Store is an abstract interface so that a PostgreSQL backend can implement it later; today the
-// one backend is SQLite (open_sqlite_store). Every method is thread-safe. Every method throws
-// StoreError (with the database path in the message) when the backend fails, and
+// Store is an abstract interface with two backends: SQLite in the data directory (the embedded
+// default, open_sqlite_store) and PostgreSQL (open_postgres_store), which many replicas share.
+// open_store picks one from the flags. Every method is thread-safe. Every method throws
+// StoreError (naming the database, never a password) when the backend fails, and
 // std::invalid_argument when the caller passes a malformed value.
 #pragma once
 
@@ -170,5 +171,28 @@ std::string resolve_data_dir(const std::string& flag);
 
 // The schema version this build migrates SQLite databases to.
 int sqlite_schema_version();
+
+// PostgreSQL, for several maas replicas sharing one database. Opens the database at url (a
+// postgresql:// or postgres:// URI, or a libpq "key=value" string) and applies the same schema
+// migrations as SQLite, under an advisory lock so that replicas starting together migrate once.
+// Throws StoreError naming the URL (password masked) when the server cannot be reached (within
+// connect_timeout: 10 s unless the URL sets it), refuses the login, or holds a database that is
+// not a maas database or has a newer schema. When a connection is lost later (the server
+// restarted), the next call reconnects once before failing with StoreError.
+// PostgreSQL text holds no NUL bytes and only valid UTF-8: writing such a string throws
+// std::invalid_argument, and looking one up finds nothing.
+std::unique_ptr<Store> open_postgres_store(const std::string& url);
+// The schema version this build migrates PostgreSQL databases to (the same as SQLite's).
+int postgres_schema_version();
+
+// The database URL: `flag` if given (--database), else $MAAS_DATABASE_URL, else "".
+std::string resolve_database_url(const std::string& database_url_flag);
+// The store the flags select: PostgreSQL when resolve_database_url(database_url_flag) is a
+// postgresql:// or postgres:// URL, SQLite in resolve_data_dir(data_dir_flag) when it is empty.
+// Throws StoreError for any other URL.
+std::unique_ptr<Store> open_store(const std::string& data_dir_flag,
+                                  const std::string& database_url_flag);
+// The URL with its password (user:password@... or password=...) replaced by "***", for logs.
+std::string mask_database_url(const std::string& url);
 
 }  // namespace maas::platform

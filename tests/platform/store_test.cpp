@@ -1,14 +1,13 @@
-// Tests of the SQLite platform store: schema migrations, refusing bad files, API keys, the usage
-// ledger (against brute-force sums), durability across SIGKILL and concurrent writers.
+// Tests of the platform store that every backend must pass, run on SQLite and on PostgreSQL:
+// tenants, API keys, the usage ledger (against brute-force sums), durability across SIGKILL,
+// concurrent writers, and two stores on one database (two replicas).
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sqlite3.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <ctime>
-#include <filesystem>
+#include <algorithm>
+#include <atomic>
 #include <map>
 #include <random>
 #include <set>
@@ -17,130 +16,11 @@
 
 #include "platform/keys.h"
 #include "platform/store.h"
+#include "store_test_support.h"
 #include "support/test_util.h"
 
-namespace maas::platform {
+namespace maas::platform::testing {
 namespace {
-
-using test::read_file;
-using test::scratch_dir;
-using test::write_file;
-
-constexpr UnixMillis kT0 = 1'767'225'600'000;  // 2026-01-01T00:00:00Z
-constexpr UnixMillis kDay = 86'400'000;
-
-// The test's own UTC day, from the C library rather than the store's chrono code.
-std::string reference_day(UnixMillis t) {
-  std::time_t secs = static_cast<std::time_t>(t >= 0 ? t / 1000 : -((-t + 999) / 1000));
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[16];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
-  return buf;
-}
-
-// Runs SQL on the raw database file, to tamper with it the way a damaged or foreign file would.
-void raw_sql(const std::string& db_path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(db_path.c_str(), &db), SQLITE_OK);
-  char* err = nullptr;
-  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
-  std::string msg = err ? err : "";
-  sqlite3_free(err);
-  sqlite3_close(db);
-  ASSERT_EQ(rc, SQLITE_OK) << msg;
-}
-
-// The first column of the first row of a query on the raw file, as text ("" if no row).
-std::string raw_text(const std::string& db_path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  EXPECT_EQ(sqlite3_open(db_path.c_str(), &db), SQLITE_OK);
-  sqlite3_stmt* st = nullptr;
-  EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr), SQLITE_OK) << sql;
-  std::string v;
-  if (sqlite3_step(st) == SQLITE_ROW) {
-    const unsigned char* p = sqlite3_column_text(st, 0);
-    if (p) v = reinterpret_cast<const char*>(p);
-  }
-  sqlite3_finalize(st);
-  sqlite3_close(db);
-  return v;
-}
-
-std::int64_t raw_int(const std::string& db_path, const std::string& sql) {
-  return std::stoll(raw_text(db_path, sql));
-}
-
-// Expects opening data_dir to throw StoreError mentioning the database path and `needle`.
-void expect_open_refused(const std::string& dir, const std::string& needle) {
-  try {
-    open_sqlite_store(dir);
-    FAIL() << "opening " << dir << " should have failed";
-  } catch (const StoreError& e) {
-    std::string msg = e.what();
-    EXPECT_NE(msg.find(dir + "/maas.db"), std::string::npos) << msg;
-    EXPECT_NE(msg.find(needle), std::string::npos) << msg;
-  }
-}
-
-// Independent base64url decoder for the secret body.
-std::string base64url_decode(std::string_view s) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '-') return 62;
-    if (c == '_') return 63;
-    return -1;
-  };
-  std::string out;
-  unsigned buffer = 0;
-  int bits = 0;
-  for (char c : s) {
-    int v = value(c);
-    EXPECT_GE(v, 0) << "bad base64url char " << c;
-    buffer = (buffer << 6) | static_cast<unsigned>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out += static_cast<char>((buffer >> bits) & 0xff);
-    }
-  }
-  return out;
-}
-
-std::string python(const std::string& code) {
-  auto r = test::run_command({"/usr/bin/python3", "-c", code});
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  while (!r.out.empty() && (r.out.back() == '\n' || r.out.back() == '\r')) r.out.pop_back();
-  return r.out;
-}
-
-std::string dir_bytes(const std::string& dir) {
-  std::string all;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    all += read_file(entry.path().string());
-  }
-  return all;
-}
-
-LedgerEntry entry(std::string id, std::string tenant, std::string model, UnixMillis ended,
-                  std::int64_t prompt = 10, std::int64_t completion = 5) {
-  LedgerEntry e;
-  e.request_id = std::move(id);
-  e.tenant = std::move(tenant);
-  e.key_id = "key_000000000000";
-  e.model = std::move(model);
-  e.prompt_tokens = prompt;
-  e.cached_tokens = prompt / 2;
-  e.completion_tokens = completion;
-  e.status = 200;
-  e.finish_reason = "stop";
-  e.queued_at = ended - 300;
-  e.first_token_at = ended - 200;
-  e.ended_at = ended;
-  return e;
-}
 
 TEST(PlatformKeys, Sha256AndBase64urlMatchReferences) {
   // FIPS 180-2 known answer for "abc".
@@ -181,120 +61,8 @@ TEST(PlatformTime, UtcDayAndWindowsMatchTheCLibrary) {
   }
 }
 
-TEST(PlatformStore, MigrationsCreateSchemaAndReopenIsIdempotent) {
-  std::string dir = scratch_dir() + "/data/nested";
-  {
-    auto store = open_sqlite_store(dir);
-    EXPECT_EQ(store->location(), dir + "/maas.db");
-    store->put_tenant("acme", 2.5, {}, kT0);
-  }
-  struct stat st {};
-  ASSERT_EQ(::stat(dir.c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 0777, 0700u);
-  ASSERT_EQ(::stat((dir + "/maas.db").c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 0077, 0u) << "database readable by others";
-  const std::string db = dir + "/maas.db";
-  EXPECT_EQ(raw_int(db, "SELECT version FROM schema_version"), sqlite_schema_version());
-  for (const char* table : {"tenants", "api_keys", "api_key_models", "usage_ledger"}) {
-    EXPECT_EQ(
-        raw_int(db, std::string("SELECT COUNT(*) FROM sqlite_master WHERE name='") + table + "'"),
-        1)
-        << table;
-  }
-  EXPECT_EQ(raw_text(db, "PRAGMA journal_mode"), "wal");
-  for (int i = 0; i < 2; ++i) {
-    auto store = open_sqlite_store(dir);
-    auto t = store->find_tenant("acme");
-    ASSERT_TRUE(t);
-    EXPECT_EQ(t->weight, 2.5);
-    EXPECT_EQ(t->created_at, kT0);
-  }
-  EXPECT_EQ(raw_int(db, "SELECT COUNT(*) FROM schema_version"), 1);
-  EXPECT_EQ(raw_int(db, "SELECT version FROM schema_version"), sqlite_schema_version());
-}
-
-TEST(PlatformStore, NewerSchemaIsRefused) {
-  std::string dir = scratch_dir();
-  open_sqlite_store(dir);
-  raw_sql(dir + "/maas.db", std::string("UPDATE schema_version SET version = ") +
-                                std::to_string(sqlite_schema_version() + 1));
-  expect_open_refused(dir, "newer");
-}
-
-TEST(PlatformStore, GarbageAndForeignFilesAreRefused) {
-  std::string dir = scratch_dir();
-  std::string garbage;
-  std::mt19937 rng(3);
-  for (int i = 0; i < 8192; ++i) garbage += static_cast<char>(rng() & 0xff);
-  write_file(dir + "/maas.db", garbage);
-  expect_open_refused(dir, "not a database");
-
-  write_file(dir + "/maas.db", "SQLite format 3 but not really, just text\n");
-  expect_open_refused(dir, "maas.db");
-
-  std::string foreign = scratch_dir();
-  raw_sql(foreign + "/maas.db", "CREATE TABLE photos (id INTEGER)");
-  expect_open_refused(foreign, "not a maas database");
-
-  std::string broken = scratch_dir();
-  open_sqlite_store(broken);
-  raw_sql(broken + "/maas.db", "DROP TABLE api_key_models");
-  expect_open_refused(broken, "api_key_models");
-
-  std::string bad_version = scratch_dir();
-  open_sqlite_store(bad_version);
-  raw_sql(bad_version + "/maas.db", "UPDATE schema_version SET version = 'one'");
-  expect_open_refused(bad_version, "schema_version");
-
-  std::string not_dir = scratch_dir() + "/file";
-  write_file(not_dir, "x");
-  EXPECT_THROW(open_sqlite_store(not_dir), StoreError);
-}
-
-// Randomly damaged files must give exceptions (or work), never crash: ASan runs this too.
-TEST(PlatformStore, DamagedFilesNeverCrash) {
-  std::string dir = scratch_dir();
-  {
-    auto store = open_sqlite_store(dir);
-    store->put_tenant("t", 1, {}, kT0);
-    KeyOptions two_models;
-    two_models.models = {"m1", "m2"};
-    store->create_key("t", two_models, kT0);
-    for (int i = 0; i < 200; ++i) {
-      store->record(entry(std::string("r") + std::to_string(i), "t",
-                          std::string("m") + std::to_string(i % 3), kT0 + i));
-    }
-  }
-  const std::string good = read_file(dir + "/maas.db");
-  ASSERT_GT(good.size(), 4096u);
-  std::mt19937 rng(5);
-  int refused = 0;
-  for (int trial = 0; trial < 40; ++trial) {
-    std::string bad = good;
-    if (trial % 4 == 0) {
-      bad.resize(rng() % bad.size());
-    } else {
-      for (int k = 0; k < 20; ++k) bad[rng() % bad.size()] = static_cast<char>(rng() & 0xff);
-    }
-    std::string d = scratch_dir();
-    write_file(d + "/maas.db", bad);
-    try {
-      auto store = open_sqlite_store(d);
-      store->count_records();
-      store->list_keys();
-      store->list_tenants();
-      store->usage_by_model_day(std::nullopt, 0, kT0 + kDay);
-      store->tokens_used(UsageScope::tenant("t"), 0);
-      store->record(entry("new", "t", "m", kT0));
-    } catch (const StoreError&) {
-      ++refused;
-    }
-  }
-  EXPECT_GT(refused, 0);
-}
-
-TEST(PlatformStore, TenantsAreCreatedUpdatedAndValidated) {
-  auto store = open_sqlite_store(scratch_dir());
+TEST_P(StoreBackend, TenantsAreCreatedUpdatedAndValidated) {
+  auto store = open();
   store->put_tenant("b", 1, {}, kT0);
   store->put_tenant("a", 3, {}, kT0 + 5);
   Tenant b = store->put_tenant("b", 4, {}, kT0 + 9);
@@ -322,35 +90,24 @@ TEST(PlatformStore, TenantsAreCreatedUpdatedAndValidated) {
   EXPECT_EQ(c.weight, 1);
   EXPECT_EQ(c.created_at, kT0 + 50);
   EXPECT_THROW(store->put_tenant("a", 1, TenantLimits{-1, {}, {}, {}}, kT0), std::invalid_argument);
-}
 
-// A database written by the first schema (tenants without limits) is migrated in place and keeps
-// its rows. The old schema is recreated from the current one with SQLite's own DROP COLUMN.
-TEST(PlatformStore, VersionOneDatabaseIsMigrated) {
-  const std::string dir = scratch_dir();
-  {
-    auto store = open_sqlite_store(dir);
-    store->put_tenant("acme", 3, {}, kT0);
-    store->create_key("acme", {}, kT0);
+  // Weights read back exactly, and the listing is in byte order (as std::string compares), not
+  // in a locale's dictionary order.
+  for (double w : {0.1, 1.0 / 3, 1e-300, 123456.789012345, 1e6}) {
+    EXPECT_EQ(store->put_tenant("w", w, {}, kT0).weight, w);
+    EXPECT_EQ(store->find_tenant("w")->weight, w);
   }
-  const std::string db = dir + "/maas.db";
-  raw_sql(db,
-          "ALTER TABLE tenants DROP COLUMN rpm; ALTER TABLE tenants DROP COLUMN tpm; "
-          "ALTER TABLE tenants DROP COLUMN daily_tokens; "
-          "ALTER TABLE tenants DROP COLUMN monthly_tokens; UPDATE schema_version SET version = 1");
-  auto store = open_sqlite_store(dir);
-  EXPECT_EQ(raw_int(db, "SELECT version FROM schema_version"), sqlite_schema_version());
-  auto t = store->find_tenant("acme");
-  ASSERT_TRUE(t);
-  EXPECT_EQ(t->weight, 3);
-  EXPECT_EQ(t->limits, TenantLimits{});
-  EXPECT_EQ(store->list_keys().size(), 1u);
-  EXPECT_EQ(store->put_tenant("acme", 3, TenantLimits{1, 2, 3, 4}, kT0).limits,
-            (TenantLimits{1, 2, 3, 4}));
+  for (const char* id : {"B", "_x", "-y", "Zed", "a.b"}) store->put_tenant(id, 1, {}, kT0);
+  std::vector<std::string> ids, sorted;
+  for (const auto& t : store->list_tenants()) ids.push_back(t.id);
+  sorted = ids;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(ids, sorted);
+  EXPECT_EQ(ids.size(), 9u);
 }
 
-TEST(PlatformStore, KeysAuthenticateRevokeAndExpire) {
-  auto store = open_sqlite_store(scratch_dir());
+TEST_P(StoreBackend, KeysAuthenticateRevokeAndExpire) {
+  auto store = open();
   store->put_tenant("acme", 1, {}, kT0);
   store->put_tenant("other", 1, {}, kT0);
   KeyOptions opts;
@@ -432,16 +189,16 @@ TEST(PlatformStore, KeysAuthenticateRevokeAndExpire) {
   EXPECT_THROW(store->create_key("acme", negative, kT0), std::invalid_argument);
 }
 
-TEST(PlatformStore, SecretsAreNotStoredOnlyTheirHash) {
-  std::string dir = scratch_dir();
-  auto store = open_sqlite_store(dir);
+TEST_P(StoreBackend, SecretsAreNotStoredOnlyTheirHash) {
+  auto store = open();
   store->put_tenant("acme", 1, {}, kT0);
   std::vector<CreatedKey> created;
   for (int i = 0; i < 5; ++i) created.push_back(store->create_key("acme", {}, kT0));
-  // Look at the files while the store is open (the key rows may sit in the WAL) and after close.
+  // Look at what is stored while the store is open (SQLite: the rows may sit in the WAL) and
+  // after close.
   for (int pass = 0; pass < 2; ++pass) {
     if (pass == 1) store.reset();
-    std::string bytes = dir_bytes(dir);
+    std::string bytes = stored_bytes();
     for (const auto& k : created) {
       std::string body = k.secret.substr(8);
       std::string raw = base64url_decode(body);
@@ -462,8 +219,8 @@ TEST(PlatformStore, SecretsAreNotStoredOnlyTheirHash) {
   }
 }
 
-TEST(PlatformStore, ThousandKeysHaveDistinctSecretsAndIds) {
-  auto store = open_sqlite_store(scratch_dir());
+TEST_P(StoreBackend, ThousandKeysHaveDistinctSecretsAndIds) {
+  auto store = open();
   store->put_tenant("acme", 1, {}, kT0);
   std::set<std::string> secrets, ids;
   std::vector<CreatedKey> created;
@@ -483,8 +240,8 @@ TEST(PlatformStore, ThousandKeysHaveDistinctSecretsAndIds) {
   }
 }
 
-TEST(PlatformStore, LedgerRoundTripsAndRefusesDuplicates) {
-  auto store = open_sqlite_store(scratch_dir());
+TEST_P(StoreBackend, LedgerRoundTripsAndRefusesDuplicates) {
+  auto store = open();
   LedgerEntry e = entry("req-1", "acme", "llama", kT0 + 12345, 120, 33);
   e.status = 429;
   e.finish_reason = "length";
@@ -506,10 +263,13 @@ TEST(PlatformStore, LedgerRoundTripsAndRefusesDuplicates) {
   EXPECT_EQ(store->count_records(), 2);
 }
 
-TEST(PlatformStore, UsageAggregatesMatchBruteForce) {
-  auto store = open_sqlite_store(scratch_dir());
-  const std::vector<std::string> tenants = {"acme", "globex", "initech"};
-  const std::vector<std::string> models = {"llama", "qwen", "mistral"};
+TEST_P(StoreBackend, UsageAggregatesMatchBruteForce) {
+  auto store = open();
+  // Mixed case and non-ASCII names: the order must be byte order whatever the collation.
+  const std::vector<std::string> tenants = {"acme", "Globex", "initech"};
+  const std::vector<std::string> models = {"llama", "Qwen",
+                                           "\xc3\xbc"
+                                           "ber-7b"};
   const std::vector<std::string> key_ids = {"key_aaaaaaaaaaaa", "key_bbbbbbbbbbbb"};
   std::mt19937_64 rng(42);
   std::vector<LedgerEntry> entries;
@@ -577,15 +337,14 @@ TEST(PlatformStore, UsageAggregatesMatchBruteForce) {
 }
 
 // A record() that returned survives SIGKILL: the child kills itself right after the Nth returns.
-TEST(PlatformStore, RecordsSurviveSigkill) {
-  std::string dir = scratch_dir();
+TEST_P(StoreBackend, RecordsSurviveSigkill) {
   constexpr int kRecorded = 37;
-  open_sqlite_store(dir)->put_tenant("acme", 1, {}, kT0);  // closed again before fork
+  open()->put_tenant("acme", 1, {}, kT0);  // closed again before fork
   pid_t pid = fork();
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     try {
-      auto store = open_sqlite_store(dir);
+      auto store = open();
       for (int i = 0;; ++i) {
         store->record(entry(std::string("req-") + std::to_string(i), "acme", "llama", kT0 + i));
         if (i + 1 == kRecorded) ::kill(::getpid(), SIGKILL);
@@ -598,7 +357,7 @@ TEST(PlatformStore, RecordsSurviveSigkill) {
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFSIGNALED(status)) << "child exited with " << WEXITSTATUS(status);
   EXPECT_EQ(WTERMSIG(status), SIGKILL);
-  auto store = open_sqlite_store(dir);
+  auto store = open();
   EXPECT_EQ(store->count_records(), kRecorded);
   for (int i = 0; i < kRecorded; ++i) {
     EXPECT_TRUE(store->find_record(std::string("req-") + std::to_string(i))) << i;
@@ -606,8 +365,8 @@ TEST(PlatformStore, RecordsSurviveSigkill) {
   EXPECT_EQ(store->tokens_used(UsageScope::tenant("acme"), 0).prompt_tokens, 10 * kRecorded);
 }
 
-TEST(PlatformStore, ConcurrentWritersAndReaders) {
-  auto store = open_sqlite_store(scratch_dir());
+TEST_P(StoreBackend, ConcurrentWritersAndReaders) {
+  auto store = open();
   store->put_tenant("acme", 1, {}, kT0);
   constexpr int kThreads = 4, kPerThread = 50;
   std::vector<std::thread> threads;
@@ -619,12 +378,11 @@ TEST(PlatformStore, ConcurrentWritersAndReaders) {
       };
       for (int i = 0; i < kPerThread; ++i) {
         // Thread t also offers thread (t+1)'s ids: each id must still land exactly once.
+        count(store->record(entry(numbered("t", t) + std::string("-") + std::to_string(i), "acme",
+                                  "llama", kT0 + i, t + 1, 1)));
         count(store->record(
-            entry(std::string("t") + std::to_string(t) + std::string("-") + std::to_string(i),
-                  "acme", "llama", kT0 + i, t + 1, 1)));
-        count(store->record(entry(std::string("t") + std::to_string((t + 1) % kThreads) +
-                                      std::string("-") + std::to_string(i),
-                                  "acme", "llama", kT0 + i, t + 1, 1)));
+            entry(numbered("t", (t + 1) % kThreads) + std::string("-") + std::to_string(i), "acme",
+                  "llama", kT0 + i, t + 1, 1)));
       }
     });
   }
@@ -641,8 +399,7 @@ TEST(PlatformStore, ConcurrentWritersAndReaders) {
   EXPECT_EQ(store->list_keys().size(), 50u);
   for (int t = 0; t < kThreads; ++t) {
     for (int i = 0; i < kPerThread; ++i) {
-      ASSERT_TRUE(store->find_record(std::string("t") + std::to_string(t) + std::string("-") +
-                                     std::to_string(i)));
+      ASSERT_TRUE(store->find_record(numbered("t", t) + std::string("-") + std::to_string(i)));
     }
   }
   UsageTotals totals = store->tokens_used(UsageScope::tenant("acme"), 0);
@@ -650,27 +407,51 @@ TEST(PlatformStore, ConcurrentWritersAndReaders) {
   EXPECT_EQ(totals.completion_tokens, kThreads * kPerThread);
 }
 
-// Two connections to one file (as two processes would have): the busy timeout serialises their
-// writes instead of failing, and each sees the other's records.
-TEST(PlatformStore, TwoConnectionsShareOneDatabase) {
-  std::string dir = scratch_dir();
-  auto first = open_sqlite_store(dir);
-  auto second = open_sqlite_store(dir);
-  constexpr int kEach = 100;
-  auto writer = [&](Store& store, const std::string& prefix) {
-    for (int i = 0; i < kEach; ++i) {
-      ASSERT_EQ(store.record(entry(prefix + std::to_string(i), "acme", "llama", kT0 + i)),
-                RecordOutcome::kRecorded);
+// Two stores on one database, as two maas replicas (or processes) have: their writes do not fail
+// each other (SQLite: the busy timeout serialises them), a request id offered by both at once is
+// recorded once, and what one writes the other reads at once.
+TEST_P(StoreBackend, TwoStoresShareOneDatabase) {
+  auto first = open();
+  auto second = open();
+  constexpr int kIds = 200;
+  std::atomic<int> recorded{0}, duplicates{0};
+  // Both replicas offer every id, in the same order, so most ids are contended.
+  auto writer = [&](Store& store) {
+    for (int i = 0; i < kIds; ++i) {
+      auto outcome = store.record(entry(numbered("req-", i), "acme", "llama", kT0 + i));
+      (outcome == RecordOutcome::kRecorded ? recorded : duplicates)++;
     }
   };
-  std::thread a(writer, std::ref(*first), "a-");
-  std::thread b(writer, std::ref(*second), "b-");
+  std::thread a(writer, std::ref(*first));
+  std::thread b(writer, std::ref(*second));
   a.join();
   b.join();
-  EXPECT_EQ(first->count_records(), 2 * kEach);
-  EXPECT_EQ(second->count_records(), 2 * kEach);
-  EXPECT_EQ(second->record(entry("a-7", "acme", "llama", kT0)), RecordOutcome::kDuplicate);
+  EXPECT_EQ(recorded.load(), kIds);
+  EXPECT_EQ(duplicates.load(), kIds);
+  EXPECT_EQ(first->count_records(), kIds);
+  EXPECT_EQ(second->count_records(), kIds);
+  EXPECT_EQ(second->record(entry("req-7", "acme", "qwen", kT0)), RecordOutcome::kDuplicate);
+  EXPECT_EQ(first->find_record("req-7")->model, "llama");
+  // Quota checks on one replica count the other's requests.
+  EXPECT_EQ(first->tokens_used(UsageScope::tenant("acme"), 0).requests, kIds);
+
+  first->put_tenant("acme", 2, TenantLimits{5, {}, {}, {}}, kT0);
+  ASSERT_TRUE(second->find_tenant("acme"));
+  EXPECT_EQ(second->find_tenant("acme")->weight, 2);
+  EXPECT_EQ(second->find_tenant("acme")->limits.rpm, 5);
+  KeyOptions options;
+  options.models = {"m2", "m1"};
+  CreatedKey key = second->create_key("acme", options, kT0);
+  AuthResult seen = first->authenticate(key.secret, kT0 + 1);
+  ASSERT_TRUE(seen);
+  EXPECT_EQ(seen.key->options.models, (std::vector<std::string>{"m1", "m2"}));
+  EXPECT_TRUE(first->revoke_key(key.key.id, kT0 + 2));
+  EXPECT_EQ(second->authenticate(key.secret, kT0 + 3).status, AuthStatus::kRevoked);
+  EXPECT_EQ(second->list_keys().at(0).revoked_at, kT0 + 2);
 }
 
+INSTANTIATE_TEST_SUITE_P(Backends, StoreBackend,
+                         ::testing::Values(Backend::kSqlite, Backend::kPostgres), backend_name);
+
 }  // namespace
-}  // namespace maas::platform
+}  // namespace maas::platform::testing
