@@ -30,6 +30,7 @@
 #include "platform/keys.h"
 #include "platform/pg_connection.h"
 #include "platform/store.h"
+#include "platform/store_rules.h"
 
 namespace maas::platform {
 namespace {
@@ -40,64 +41,9 @@ using pg::param;
 using pg::PgError;
 using pg::Result;
 
-struct Migration {
-  int version;
-  const char* sql;
-};
-
-// Append only, in step with the SQLite migrations: never edit a migration that has shipped.
-constexpr Migration kMigrations[] = {
-    {1, R"sql(
-CREATE TABLE tenants (
-  id TEXT PRIMARY KEY,
-  weight DOUBLE PRECISION NOT NULL DEFAULT 1,
-  created_at BIGINT NOT NULL
-);
-CREATE TABLE api_keys (
-  id TEXT PRIMARY KEY,
-  tenant_id TEXT NOT NULL REFERENCES tenants(id),
-  secret_sha256 TEXT NOT NULL UNIQUE,
-  rpm BIGINT,
-  tpm BIGINT,
-  daily_tokens BIGINT,
-  monthly_tokens BIGINT,
-  expires_at BIGINT,
-  created_at BIGINT NOT NULL,
-  revoked_at BIGINT
-);
-CREATE TABLE api_key_models (
-  key_id TEXT NOT NULL REFERENCES api_keys(id),
-  model TEXT NOT NULL,
-  PRIMARY KEY (key_id, model)
-);
-CREATE TABLE usage_ledger (
-  request_id TEXT PRIMARY KEY,
-  tenant_id TEXT NOT NULL,
-  key_id TEXT NOT NULL,
-  model TEXT NOT NULL,
-  prompt_tokens BIGINT NOT NULL,
-  cached_tokens BIGINT NOT NULL,
-  completion_tokens BIGINT NOT NULL,
-  status INTEGER NOT NULL,
-  finish_reason TEXT NOT NULL,
-  queued_at BIGINT NOT NULL,
-  first_token_at BIGINT,
-  ended_at BIGINT NOT NULL,
-  day TEXT NOT NULL
-);
-CREATE INDEX usage_ledger_ended ON usage_ledger (ended_at);
-CREATE INDEX usage_ledger_tenant_ended ON usage_ledger (tenant_id, ended_at);
-CREATE INDEX usage_ledger_key_ended ON usage_ledger (key_id, ended_at);
-)sql"},
-    {2, R"sql(
-ALTER TABLE tenants ADD COLUMN rpm BIGINT;
-ALTER TABLE tenants ADD COLUMN tpm BIGINT;
-ALTER TABLE tenants ADD COLUMN daily_tokens BIGINT;
-ALTER TABLE tenants ADD COLUMN monthly_tokens BIGINT;
-)sql"},
-};
-
-constexpr int kLatestVersion = std::size(kMigrations);
+using detail::kLatestVersion;
+using detail::kMigrations;
+using detail::Migration;
 constexpr std::size_t kPoolSize = 4;
 // pg_advisory_xact_lock key serialising migrations ("maas_sch" in ASCII). Advisory locks are
 // per database, which is exactly the scope replicas share.
@@ -237,21 +183,9 @@ void require_storable(std::string_view s, const char* what) {
   }
 }
 
-// The same checks as the SQLite backend, so both refuse the same values.
-void check_tenant_id(const std::string& id) {
-  bool ok = !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-           c == '_' || c == '-';
-  });
-  if (!ok) {
-    throw std::invalid_argument(
-        fmt::format("invalid tenant id '{}': use 1-64 characters of A-Z a-z 0-9 . _ -", id));
-  }
-}
-
-void check_non_negative(const std::optional<std::int64_t>& v, const char* name) {
-  if (v && *v < 0) throw std::invalid_argument(fmt::format("{} must not be negative", name));
-}
+using detail::check_non_negative;
+using detail::check_tenant;
+using detail::check_tenant_id;
 
 Tenant read_tenant(const Result& r, int row) {
   Tenant t;
@@ -300,14 +234,7 @@ class PostgresStore final : public Store {
 
   Tenant put_tenant(const std::string& id, double weight, const TenantLimits& limits,
                     UnixMillis now) override {
-    check_tenant_id(id);
-    if (!(weight > 0) || weight > 1e6) {
-      throw std::invalid_argument(fmt::format("tenant weight must be in (0, 1e6], got {}", weight));
-    }
-    check_non_negative(limits.rpm, "rpm");
-    check_non_negative(limits.tpm, "tpm");
-    check_non_negative(limits.daily_tokens, "daily_tokens");
-    check_non_negative(limits.monthly_tokens, "monthly_tokens");
+    check_tenant(id, weight, limits);
     // "{}" prints the shortest text that reads back as the same double.
     const std::vector<Param> params = {id,
                                        fmt::format("{}", weight),

@@ -1,6 +1,7 @@
-// The backend-independent parts of the platform store: time helpers, key state and choosing a
-// backend.
+// The backend-independent parts of the platform store: time helpers, key state, validation and
+// choosing a backend.
 #include "platform/store.h"
+#include "platform/store_rules.h"
 
 #include <algorithm>
 #include <chrono>
@@ -88,5 +89,35 @@ std::unique_ptr<Store> open_store(const std::string& data_dir_flag,
       "no URL for SQLite in the data directory",
       mask_database_url(url)));
 }
+
+namespace detail {
+
+void check_tenant_id(const std::string& id) {
+  const bool ok = !id.empty() && id.size() <= 64 && std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
+  });
+  if (!ok) {
+    throw std::invalid_argument(
+        fmt::format("invalid tenant id '{}': use 1-64 characters of A-Z a-z 0-9 . _ -", id));
+  }
+}
+
+void check_non_negative(const std::optional<std::int64_t>& v, const char* name) {
+  if (v && *v < 0) throw std::invalid_argument(fmt::format("{} must not be negative", name));
+}
+
+void check_tenant(const std::string& id, double weight, const TenantLimits& limits) {
+  check_tenant_id(id);
+  if (!(weight > 0) || weight > 1e6) {
+    throw std::invalid_argument(fmt::format("tenant weight must be in (0, 1e6], got {}", weight));
+  }
+  check_non_negative(limits.rpm, "rpm");
+  check_non_negative(limits.tpm, "tpm");
+  check_non_negative(limits.daily_tokens, "daily_tokens");
+  check_non_negative(limits.monthly_tokens, "monthly_tokens");
+}
+
+}  // namespace detail
 
 }  // namespace maas::platform
