@@ -1,97 +1,16 @@
-// The scheduler: queues, KV block tables, prefix cache, preemption, and turning sampled tokens
-// into outputs (text deltas, stop strings, finish reasons).
+// The engine's step: runs the batch the scheduler (scheduler.cpp) planned, keeps the KV block
+// tables and the prefix cache, and turns sampled tokens into outputs (text deltas, stop strings,
+// finish reasons).
 #include "engine/engine.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>
-#include <deque>
-#include <random>
 
-#include "engine/kv_blocks.h"
-#include "engine/stop_matcher.h"
-#include "tensor/thread_pool.h"
+#include "engine/engine_internal.h"
 
 namespace maas::engine {
-
-const char* finish_reason_name(FinishReason r) {
-  switch (r) {
-    case FinishReason::None:
-      return "none";
-    case FinishReason::Stop:
-      return "stop";
-    case FinishReason::Length:
-      return "length";
-    case FinishReason::Cancelled:
-      return "cancelled";
-    case FinishReason::Error:
-      return "error";
-  }
-  return "?";
-}
-
-// ---- RequestHandle -------------------------------------------------------------------------
-
-bool RequestHandle::next(std::vector<Output>& out) {
-  std::unique_lock lock(mu_);
-  cv_.wait(lock, [&] { return !pending_.empty() || done_; });
-  if (pending_.empty()) return false;
-  std::move(pending_.begin(), pending_.end(), std::back_inserter(out));
-  pending_.clear();
-  return true;
-}
-
-bool RequestHandle::try_next(std::vector<Output>& out) {
-  std::lock_guard lock(mu_);
-  if (pending_.empty()) return false;
-  std::move(pending_.begin(), pending_.end(), std::back_inserter(out));
-  pending_.clear();
-  return true;
-}
-
-bool RequestHandle::finished() const {
-  std::lock_guard lock(mu_);
-  return done_;
-}
-
-Usage RequestHandle::usage() const {
-  std::lock_guard lock(mu_);
-  return usage_;
-}
-
-std::vector<TokenOutput> RequestHandle::prompt_logprobs() const {
-  std::lock_guard lock(mu_);
-  return prompt_logprobs_;
-}
-
-void RequestHandle::set_notify(std::function<void()> fn) {
-  std::lock_guard lock(mu_);
-  notify_ = std::move(fn);
-}
-
-std::optional<Clock::time_point> RequestHandle::first_token_at() const {
-  std::lock_guard lock(mu_);
-  return first_token_;
-}
-
-std::optional<Clock::time_point> RequestHandle::scheduled_at() const {
-  std::lock_guard lock(mu_);
-  return scheduled_;
-}
-
-void RequestHandle::push(Output o, bool final) {
-  std::function<void()> notify;
-  {
-    std::lock_guard lock(mu_);
-    if (!o.tokens.empty() && !first_token_) first_token_ = Clock::now();
-    pending_.push_back(std::move(o));
-    if (final) done_ = true;
-    notify = notify_;
-  }
-  cv_.notify_all();
-  if (notify) notify();
-}
 
 // ---- Engine internals ----------------------------------------------------------------------
 
@@ -129,97 +48,28 @@ TokenOutput logprobs_of(std::span<const float> logits, int32_t token, int n_top)
   return out;
 }
 
-struct RequestState;
-
-// One generated sequence (a choice of a request).
-struct Sequence {
-  std::shared_ptr<RequestState> req;
-  int32_t index = 0;
-  std::vector<int32_t> tokens;  // prompt, then generated tokens
-  int64_t n_prompt = 0;
-  int64_t n_computed = 0;        // positions whose KV is in the cache
-  std::vector<int32_t> blocks;   // block table
-  std::vector<uint64_t> hashes;  // chain hash of each full block, as far as known
-  int64_t generated = 0;
-  uint64_t admit_order = 0;  // when it (last) started running: larger is more recent
-  int64_t n_published = 0;
-  std::vector<double> embedding_sum;  // embedding requests: sum of the final hidden states   //
-                                      // leading full blocks known to be in the prefix cache
-  bool ever_admitted = false;
-  bool done = false;
-  std::optional<Sampler> sampler;
-  std::optional<tokenizer::StreamDecoder> decoder;
-  std::optional<StopMatcher> stop;
-};
-
-struct RequestState {
-  Request req;
-  std::shared_ptr<RequestHandle> handle;
-  uint64_t seed = 0;
-  int64_t max_tokens = 0;
-  uint64_t root_hash = 0;
-  int32_t open = 1;  // choices not yet finished
-  bool forked = false;
-  bool failed = false;
-  Usage usage;
-};
-
 }  // namespace
 
-struct Engine::Impl {
-  Impl(const model::Model& m, const tokenizer::Tokenizer& t, const EngineConfig& c,
-       int32_t n_blocks)
-      : model(m),
-        tok(t),
-        config(c),
-        pool(c.threads),
-        cache(m.hparams(), n_blocks, c.block_size, c.kv_type),
-        runner(m, cache, &pool),
-        blocks(n_blocks, c.block_size) {}
-
-  const model::Model& model;
-  const tokenizer::Tokenizer& tok;
-  EngineConfig config;
-  int64_t max_context = 0;
-  tensor::ThreadPool pool;
-  model::KvCache cache;
-  model::BatchRunner runner;
-  BlockManager blocks;
-
-  std::mutex inbox_mu;
-  std::condition_variable inbox_cv;
-  std::vector<std::unique_ptr<Sequence>> inbox;
-  std::deque<std::unique_ptr<Sequence>> waiting;
-  std::vector<float> hidden;  // final hidden states of a step with embedding requests
-  std::vector<std::unique_ptr<Sequence>> running;
-  uint64_t next_admit = 0;
-  std::mt19937_64 seed_rng{std::random_device{}()};
-
-  mutable std::mutex stats_mu;
-  EngineStats stats;
-
-  std::thread loop;
-  std::atomic<bool> stopping{false};
-
-  bool step();
-  void enqueue_waiting(std::unique_ptr<Sequence> seq);
-  bool ensure_blocks(Sequence& seq, int64_t n_positions, std::vector<Sequence*>& unplanned,
-                     std::vector<Sequence*>& preempted);
-  bool try_allocate(Sequence& seq, int64_t n_positions);
-  void lookup_prefix(Sequence& seq);
-  void publish_full_blocks(Sequence& seq);
-  void release_blocks(Sequence& seq);
-  void preempt(Sequence& seq);
-  void sample_and_emit(Sequence& seq, std::span<const float> logits,
-                       std::vector<std::unique_ptr<Sequence>>& forks);
-  void fork_children(Sequence& parent, std::span<const float> logits,
-                     std::vector<std::unique_ptr<Sequence>>& forks);
-  void finish(Sequence& seq, FinishReason reason, Output out);
-  void emit(Sequence& seq, Output out);
-  void init_choice(Sequence& seq);
-};
-
 // ---- Engine --------------------------------------------------------------------------------
+
+Engine::KvPool Engine::kv_pool(const model::HParams& hp, const EngineConfig& c) {
+  KvPool pool;
+  const int64_t max_context = c.max_context > 0 ? c.max_context : hp.n_ctx_train;
+  if (max_context <= 0 || c.block_size <= 0 || c.max_running <= 0) return pool;
+  pool.bytes_per_block = model::KvCache::bytes_per_block(hp, c.block_size, c.kv_type);
+  if (pool.bytes_per_block == 0) return pool;
+  const int64_t blocks_per_context = (max_context + c.block_size - 1) / c.block_size;
+  int64_t n = 0;
+  if (c.kv_memory > 0) {
+    n = static_cast<int64_t>(c.kv_memory / pool.bytes_per_block);
+  } else {
+    // Room for max_running full contexts, at most 2 GiB.
+    n = std::min<int64_t>(blocks_per_context * c.max_running,
+                          static_cast<int64_t>((size_t{2} << 30) / pool.bytes_per_block));
+  }
+  pool.blocks = std::min<int64_t>(n, INT32_MAX / 2);
+  return pool;
+}
 
 Engine::Engine(const model::Model& model, const tokenizer::Tokenizer& tok, EngineConfig config)
     : config_(std::move(config)) {
@@ -229,22 +79,15 @@ Engine::Engine(const model::Model& model, const tokenizer::Tokenizer& tok, Engin
   if (config_.block_size <= 0 || config_.max_running <= 0 || config_.token_budget <= 0) {
     throw model::Error("engine: block size, max running sequences and token budget must be > 0");
   }
-  const size_t per_block = model::KvCache::bytes_per_block(hp, config_.block_size, config_.kv_type);
+  const KvPool pool = kv_pool(hp, config_);
   const int64_t blocks_per_context = (max_context_ + config_.block_size - 1) / config_.block_size;
-  int64_t n_blocks = 0;
-  if (config_.kv_memory > 0) {
-    n_blocks = static_cast<int64_t>(config_.kv_memory / per_block);
-  } else {
-    n_blocks = std::min<int64_t>(blocks_per_context * config_.max_running,
-                                 static_cast<int64_t>((size_t{2} << 30) / per_block));
-  }
-  if (n_blocks < blocks_per_context) {
+  if (pool.blocks < blocks_per_context) {
     throw model::Error(fmt::format(
         "engine: KV memory for {} blocks ({} bytes each) cannot hold one context of {} tokens; "
         "raise the KV memory or lower the context size",
-        n_blocks, per_block, max_context_));
+        pool.blocks, pool.bytes_per_block, max_context_));
   }
-  n_blocks = std::min<int64_t>(n_blocks, INT32_MAX / 2);
+  const int64_t n_blocks = pool.blocks;
   impl_ = std::make_unique<Impl>(model, tok, config_, static_cast<int32_t>(n_blocks));
   impl_->max_context = max_context_;
 }
@@ -292,6 +135,9 @@ std::shared_ptr<RequestHandle> Engine::submit(Request req) {
         n_prompt, max_context_));
   }
   if (req.max_tokens < -1) throw InvalidRequest("max_tokens must not be negative");
+  if (!std::isfinite(req.tenant_weight) || req.tenant_weight <= 0) {
+    throw InvalidRequest("the tenant's weight must be a finite number > 0");
+  }
   if (req.embedding) {
     req.max_tokens = 0;
     req.n = 1;
@@ -391,19 +237,6 @@ void Engine::Impl::init_choice(Sequence& seq) {
   seq.stop.emplace(r.req.stop);
 }
 
-// Waiting sequences are ordered by priority (higher first), then by arrival; a preempted
-// sequence goes before the others of its priority so it resumes first.
-void Engine::Impl::enqueue_waiting(std::unique_ptr<Sequence> seq) {
-  const int32_t prio = seq->req->req.priority;
-  auto it = waiting.begin();
-  if (seq->ever_admitted) {
-    while (it != waiting.end() && (*it)->req->req.priority > prio) ++it;
-  } else {
-    while (it != waiting.end() && (*it)->req->req.priority >= prio) ++it;
-  }
-  waiting.insert(it, std::move(seq));
-}
-
 void Engine::Impl::release_blocks(Sequence& seq) {
   for (int32_t b : seq.blocks) blocks.release(b);
   seq.blocks.clear();
@@ -413,54 +246,9 @@ void Engine::Impl::release_blocks(Sequence& seq) {
 
 void Engine::Impl::preempt(Sequence& seq) {
   release_blocks(seq);
+  fair.on_preempted(seq.req->req.tenant);
   std::lock_guard lock(stats_mu);
   ++stats.preemptions;
-}
-
-bool Engine::Impl::try_allocate(Sequence& seq, int64_t n_positions) {
-  const int64_t bs = config.block_size;
-  const auto need = static_cast<size_t>((n_positions + bs - 1) / bs);
-  if (need <= seq.blocks.size()) return true;
-  if (static_cast<size_t>(blocks.n_free()) < need - seq.blocks.size()) return false;
-  while (seq.blocks.size() < need) seq.blocks.push_back(*blocks.allocate());
-  return true;
-}
-
-// Gives seq blocks for n_positions, preempting sequences from the end of `unplanned` (the lowest
-// priority, most recently admitted) while the pool is short; if none is left, seq itself is
-// preempted and false returned.
-bool Engine::Impl::ensure_blocks(Sequence& seq, int64_t n_positions,
-                                 std::vector<Sequence*>& unplanned,
-                                 std::vector<Sequence*>& preempted) {
-  while (!try_allocate(seq, n_positions)) {
-    if (unplanned.empty()) {
-      preempt(seq);
-      preempted.push_back(&seq);
-      return false;
-    }
-    Sequence* victim = unplanned.back();
-    unplanned.pop_back();
-    preempt(*victim);
-    preempted.push_back(victim);
-  }
-  return true;
-}
-
-// Reuses cached full blocks of the sequence's prefix; at least one token is left to compute, so
-// that the last position's logits come out of this request's own forward pass.
-void Engine::Impl::lookup_prefix(Sequence& seq) {
-  const int64_t bs = config.block_size;
-  const int64_t max_blocks = (static_cast<int64_t>(seq.tokens.size()) - 1) / bs;
-  uint64_t parent = seq.req->root_hash;
-  for (int64_t i = 0; i < max_blocks; ++i) {
-    std::span<const int32_t> toks(seq.tokens.data() + i * bs, static_cast<size_t>(bs));
-    auto hit = blocks.lookup(parent, toks);
-    if (!hit) break;
-    seq.blocks.push_back(*hit);
-    parent = BlockManager::chain_hash(parent, toks);
-    if (seq.hashes.size() <= static_cast<size_t>(i)) seq.hashes.push_back(parent);
-  }
-  seq.n_computed = static_cast<int64_t>(seq.blocks.size()) * bs;
 }
 
 void Engine::Impl::publish_full_blocks(Sequence& seq) {
@@ -600,109 +388,31 @@ void Engine::Impl::sample_and_emit(Sequence& seq, std::span<const float> logits,
 bool Engine::Impl::step() {
   {
     std::lock_guard lock(inbox_mu);
-    for (auto& s : inbox) enqueue_waiting(std::move(s));
+    for (auto& s : inbox) {
+      fair.set_weight(s->req->req.tenant, s->req->req.tenant_weight);
+      enqueue_waiting(std::move(s));
+    }
     inbox.clear();
   }
-  // Cancellations, before any work is planned.
-  auto cancelled = [](const std::unique_ptr<Sequence>& s) {
-    return s->req->handle->cancelled_.load();
-  };
+  // Cancellations, before any work is planned. Callers cancel concurrently: the flag is read once
+  // per sequence, and what was finished leaves (a second read could drop one unfinished).
+  auto done = [](const std::unique_ptr<Sequence>& s) { return s->done; };
   for (auto& s : running) {
-    if (cancelled(s)) finish(*s, FinishReason::Cancelled, {});
+    if (s->req->handle->cancelled_.load()) finish(*s, FinishReason::Cancelled, {});
   }
-  std::erase_if(running, cancelled);
+  std::erase_if(running, done);
   for (auto& s : waiting) {
-    if (cancelled(s)) finish(*s, FinishReason::Cancelled, {});
+    if (s->req->handle->cancelled_.load()) finish(*s, FinishReason::Cancelled, {});
   }
-  std::erase_if(waiting, cancelled);
+  std::erase_if(waiting, done);
   if (running.empty() && waiting.empty()) {
-    std::lock_guard lock(stats_mu);
-    stats.running = 0;
-    stats.waiting = 0;
-    stats.kv_blocks_total = blocks.n_blocks();
-    stats.kv_blocks_free = blocks.n_free();
-    stats.kv_blocks_used = blocks.n_referenced();
+    fair.begin_step({}, {});  // every tenant is idle now
+    publish_stats();
     return false;
   }
 
-  // Running sequences in the order they keep their place: priority, then admission.
-  std::stable_sort(running.begin(), running.end(), [](const auto& a, const auto& b) {
-    if (a->req->req.priority != b->req->req.priority) {
-      return a->req->req.priority > b->req->req.priority;
-    }
-    return a->admit_order < b->admit_order;
-  });
-  struct Planned {
-    Sequence* seq;
-    int64_t n;
-  };
-  std::vector<Planned> plan;
-  std::vector<Sequence*> unplanned, preempted;
-  for (auto it = running.rbegin(); it != running.rend(); ++it) unplanned.push_back(it->get());
-  std::reverse(unplanned.begin(), unplanned.end());  // front: first in order; back: the victim
-  // In that order, each decoding sequence gets one token and each prompt a chunk of what is left
-  // of the budget after the decodes still to come, so prompts never starve decoders.
-  int64_t budget = config.token_budget;
-  int64_t decodes_left = 0;
-  for (auto& s : running) {
-    decodes_left += static_cast<int64_t>(s->tokens.size()) - s->n_computed == 1 ? 1 : 0;
-  }
-  std::vector<Sequence*> order;
-  for (auto& s : running) order.push_back(s.get());
-  for (Sequence* s : order) {
-    if (std::find(preempted.begin(), preempted.end(), s) != preempted.end()) continue;
-    std::erase(unplanned, s);
-    const int64_t remaining = static_cast<int64_t>(s->tokens.size()) - s->n_computed;
-    int64_t n = 0;
-    if (remaining == 1) {
-      --decodes_left;
-      n = budget > 0 ? 1 : 0;
-    } else {
-      n = std::min(remaining, budget - decodes_left);
-    }
-    if (n <= 0) continue;
-    if (!ensure_blocks(*s, s->n_computed + n, unplanned, preempted)) continue;
-    plan.push_back({s, n});
-    budget -= n;
-  }
-  // Preempted sequences go back to the queue.
-  for (Sequence* p : preempted) {
-    auto it =
-        std::find_if(running.begin(), running.end(), [&](const auto& s) { return s.get() == p; });
-    std::unique_ptr<Sequence> owned = std::move(*it);
-    running.erase(it);
-    enqueue_waiting(std::move(owned));
-  }
-  // Admission of waiting sequences while there is room (not in a step that had to preempt).
-  while (preempted.empty() && !waiting.empty() && budget > 0 &&
-         static_cast<int32_t>(running.size()) < config.max_running) {
-    Sequence& s = *waiting.front();
-    if (config.prefix_cache && !s.req->req.prompt_logprobs && !s.req->req.embedding) {
-      lookup_prefix(s);
-    }
-    const int64_t n =
-        std::min<int64_t>(static_cast<int64_t>(s.tokens.size()) - s.n_computed, budget);
-    if (!try_allocate(s, s.n_computed + n)) {
-      release_blocks(s);
-      break;
-    }
-    if (!s.ever_admitted && s.index == 0) {
-      s.req->usage.cached_tokens = s.n_computed;
-      std::lock_guard lock(stats_mu);
-      stats.prompt_tokens += static_cast<uint64_t>(s.n_prompt);
-      stats.cached_tokens += static_cast<uint64_t>(s.n_computed);
-    }
-    if (!s.ever_admitted) {
-      std::lock_guard lock(s.req->handle->mu_);
-      if (!s.req->handle->scheduled_) s.req->handle->scheduled_ = Clock::now();
-    }
-    s.ever_admitted = true;
-    s.admit_order = next_admit++;
-    plan.push_back({&s, n});
-    budget -= n;
-    running.push_back(std::move(waiting.front()));
-    waiting.pop_front();
-  }
+  StepPlan sp = schedule();
+  std::vector<Planned>& plan = sp.chunks;
 
   if (!plan.empty()) {
     std::vector<model::SeqChunk> batch;
@@ -778,6 +488,7 @@ bool Engine::Impl::step() {
       ++stats.steps;
       for (const Planned& p : plan) stats.computed_tokens += static_cast<uint64_t>(p.n);
     }
+    for (const Planned& p : plan) fair.charge(p.seq->req->req.tenant, p.n);
     // Children of n > 1 requests run (or wait, if they could not share the parent's blocks).
     for (auto& f : forks) {
       if (f->done) continue;
@@ -790,18 +501,21 @@ bool Engine::Impl::step() {
   }
   // Finished sequences (their blocks are already released) leave.
   std::erase_if(running, [](const auto& s) { return s->done; });
-  {
-    std::lock_guard lock(stats_mu);
-    stats.running = static_cast<int32_t>(running.size());
-    stats.waiting = static_cast<int32_t>(waiting.size());
-    stats.kv_blocks_total = blocks.n_blocks();
-    stats.kv_blocks_free = blocks.n_free();
-    stats.kv_blocks_used = blocks.n_referenced();
-    const auto bs = blocks.stats();
-    stats.prefix_hits = bs.hits;
-    stats.prefix_misses = bs.misses;
-  }
+  publish_stats();
   return true;
+}
+
+void Engine::Impl::publish_stats() {
+  std::lock_guard lock(stats_mu);
+  stats.running = static_cast<int32_t>(running.size());
+  stats.waiting = static_cast<int32_t>(waiting.size());
+  stats.kv_blocks_total = blocks.n_blocks();
+  stats.kv_blocks_free = blocks.n_free();
+  stats.kv_blocks_used = blocks.n_referenced();
+  const auto bs = blocks.stats();
+  stats.prefix_hits = bs.hits;
+  stats.prefix_misses = bs.misses;
+  stats.active_tenants = fair.active_tenants();
 }
 
 }  // namespace maas::engine

@@ -8,6 +8,14 @@
 // admitted sequence is preempted (its blocks freed, its tokens recomputed later). Results are
 // batch invariant: a request's tokens are the same alone or in any batch.
 //
+// Who goes first (engine/fair_queue.h, applied in scheduler.cpp): strict priority, then weighted
+// fair share between tenants (virtual time over computed tokens), then FIFO within a tenant. A
+// waiting request may preempt a running sequence of lower priority, or of a tenant holding more
+// than its share of the running slots, so one tenant's flood cannot lock another out. A step
+// computes the prompts of one tenant and priority only (everyone's decodes run in every step):
+// the first served; a tenant ahead of the least served one fills at most its weight's share of
+// the budget, so a request of a tenant behind waits for short steps only.
+//
 // Threading: submit() and the handles are thread-safe. The engine runs either on its own thread
 // (start()) or is driven by step() from one thread (tests, tools), never both.
 #pragma once
@@ -60,6 +68,10 @@ struct Request {
   bool prompt_logprobs = false;  // logprobs of the prompt tokens (with `logprobs` top entries)
   std::string cache_salt;        // requests share cached prefixes only with the same salt
   int32_t priority = 0;          // higher is scheduled first and preempted last
+  // Tenants share the engine by weight within a priority ("" is one anonymous tenant). The
+  // latest request's weight (finite, > 0) becomes its tenant's weight.
+  std::string tenant;
+  double tenant_weight = 1;
   // An embedding instead of a generation: the prompt's final hidden states, mean-pooled and
   // L2-normalised, arrive in the final Output (sampling fields are ignored).
   bool embedding = false;
@@ -142,6 +154,9 @@ struct EngineConfig {
   size_t max_waiting = 0;          // requests queued beyond the running ones; 0: unbounded
   int threads = 0;                 // 0: all cores
   std::string model_id = "model";  // part of every prefix-cache hash
+  // Weighted fair share between tenants (admission, prompt budget, preemption to reach a fair
+  // share of slots); off: priority, then FIFO. Priority preemption applies either way.
+  bool fair_share = true;
 };
 
 struct EngineStats {
@@ -150,6 +165,9 @@ struct EngineStats {
   uint64_t steps = 0, preemptions = 0;
   uint64_t prompt_tokens = 0, cached_tokens = 0, computed_tokens = 0, generated_tokens = 0;
   uint64_t prefix_hits = 0, prefix_misses = 0;  // block lookups
+  // Of `preemptions`: to admit a waiting request of higher priority / of an under-served tenant.
+  uint64_t priority_preemptions = 0, fair_preemptions = 0;
+  int32_t active_tenants = 0;  // tenants with running or waiting requests
 };
 
 class Engine {
@@ -171,6 +189,15 @@ class Engine {
   // call it when no request is in flight, or cancel them first.
   void start();
   void stop();
+
+  // The KV block pool an engine with this config allocates for a model (blocks of
+  // config.block_size tokens), before constructing one: what a memory budget must count.
+  struct KvPool {
+    int64_t blocks = 0;
+    size_t bytes_per_block = 0;
+    uint64_t bytes() const { return static_cast<uint64_t>(blocks) * bytes_per_block; }
+  };
+  static KvPool kv_pool(const model::HParams& hp, const EngineConfig& config);
 
   EngineStats stats() const;
   const EngineConfig& config() const { return config_; }

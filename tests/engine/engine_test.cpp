@@ -260,6 +260,23 @@ TEST(EngineTest, CancellationFreesBlocksWithinOneStep) {
   EXPECT_EQ(res.finish, FinishReason::Cancelled);
 }
 
+// Callers cancel from other threads, and a notify callback runs on the engine thread while the
+// step finishes cancelled requests: a request cancelled in between is finished too, not dropped.
+TEST(EngineTest, CancellationDuringTheCancellationPassIsNotLost) {
+  const StoriesModel& m = stories();
+  Engine e(*m.model, *m.tok, EngineConfig{});
+  auto first = e.submit(make_request(m, "One day", 0, false));
+  auto second = e.submit(make_request(m, "One day", 1, false));
+  second->set_notify([&] { first->cancel(); });  // runs when second's cancellation is delivered
+  second->cancel();
+  for (int i = 0; i < 3 && !first->finished(); ++i) e.step();
+  ASSERT_TRUE(first->finished());
+  Result res;
+  drain(*first, res);
+  EXPECT_EQ(res.finish, FinishReason::Cancelled);
+  EXPECT_FALSE(e.step());
+}
+
 // Acceptance 3: a stop string that spans a token boundary ends the text just before it.
 TEST(EngineTest, StopStringsSplitAcrossTokens) {
   const StoriesModel& m = stories();
