@@ -1,16 +1,20 @@
 // `maas serve`: the OpenAI-compatible HTTP server over one engine per model.
 #include <fmt/format.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 #include "cli/commands.h"
 #include "model/kv_cache.h"
+#include "platform/admin_api.h"
 #include "platform/store.h"
 #include "server/api.h"
 #include "server/http_server.h"
+#include "server/models_file.h"
 
 namespace maas::cli {
 
@@ -18,6 +22,7 @@ namespace {
 
 struct ServeOptions {
   std::vector<std::string> models;  // [ID=]PATH
+  std::string models_file;          // YAML (server/models_file.h)
   std::string host = "127.0.0.1";
   int port = 8080;
   int threads = 0, io_threads = 2;
@@ -29,35 +34,35 @@ struct ServeOptions {
   double shutdown_timeout = 30;
   bool no_prefix_cache = false;
   bool no_mmap = false;
-  std::string data_dir;
+  std::string data_dir, database;
 };
 
-// "2G", "512MiB", "1000000" -> bytes.
-size_t parse_size(const std::string& s) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &used);
-  } catch (const std::exception&) {
-    throw std::runtime_error(fmt::format("'{}' is not a size (examples: 2G, 512M, 1000000)", s));
+// The models to serve: those of -m (load: always, the command line's settings) and of the
+// models file, whose names must not clash. Read at start and again on every reload.
+server::ModelsConfig models_config(const ServeOptions& o, const server::ModelSpec& base) {
+  server::ModelsConfig config;
+  if (!o.models_file.empty()) config = server::read_models_file(o.models_file, base);
+  std::vector<server::ModelSpec> flags;
+  for (const std::string& arg : o.models) {
+    server::ModelSpec m = base;
+    m.path = arg;
+    if (auto eq = arg.find('='); eq != std::string::npos && !std::filesystem::exists(arg)) {
+      m.id = arg.substr(0, eq);
+      m.path = arg.substr(eq + 1);
+    } else {
+      m.id = std::filesystem::path(arg).stem().string();
+    }
+    m.origin = "-m " + arg;
+    try {
+      m.stamp_file();
+    } catch (const server::ModelsFileError& e) {
+      throw server::ModelsFileError(fmt::format("-m {}: {}", arg, e.what()));
+    }
+    flags.push_back(std::move(m));
   }
-  std::string unit = s.substr(used);
-  for (auto& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  double mult = 1;
-  if (unit.empty() || unit == "b") {
-    mult = 1;
-  } else if (unit == "k" || unit == "kb" || unit == "kib") {
-    mult = 1024;
-  } else if (unit == "m" || unit == "mb" || unit == "mib") {
-    mult = 1024.0 * 1024;
-  } else if (unit == "g" || unit == "gb" || unit == "gib") {
-    mult = 1024.0 * 1024 * 1024;
-  } else {
-    throw std::runtime_error(fmt::format("'{}' has an unknown size unit", s));
-  }
-  if (!(v >= 0) || v * mult > 1e15)
-    throw std::runtime_error(fmt::format("'{}' is out of range", s));
-  return static_cast<size_t>(v * mult);
+  config.models.insert(config.models.begin(), flags.begin(), flags.end());
+  server::check_unique_names(config.models);
+  return config;
 }
 
 int serve(const ServeOptions& o) {
@@ -65,7 +70,7 @@ int serve(const ServeOptions& o) {
   ec.max_running = o.max_running;
   ec.token_budget = o.token_budget;
   ec.max_context = o.ctx_size;
-  ec.kv_memory = parse_size(o.kv_memory);
+  ec.kv_memory = server::parse_size(o.kv_memory);
   ec.kv_type = model::kv_type_from_name(o.kv_type);
   ec.prefix_cache = !o.no_prefix_cache;
   ec.max_waiting = o.max_waiting;
@@ -79,17 +84,41 @@ int serve(const ServeOptions& o) {
   }
   // Keys created with `maas keys` live in the data directory's store. With keys there (or
   // --api-key), every API call needs one; with none, the API is open.
-  const std::string data_dir = platform::resolve_data_dir(o.data_dir);
-  std::shared_ptr<platform::Store> store = platform::open_sqlite_store(data_dir);
+  std::shared_ptr<platform::Store> store = platform::open_store(o.data_dir, o.database);
   const size_t stored_keys = store->list_keys().size();
-  std::fprintf(stderr, "maas: data directory %s (%zu API key(s))\n", data_dir.c_str(), stored_keys);
-  if (stored_keys > 0) {
+  std::fprintf(stderr, "maas: state in %s (%zu API key(s))\n", store->location().c_str(),
+               stored_keys);
+  auto keys_known = std::make_shared<std::atomic<bool>>(stored_keys > 0);
+  {
+    // Whether any key exists, re-read at most once a second (keys made by `maas keys` in another
+    // process) and at once when this server's admin API makes one.
+    auto known = keys_known;
+    auto checked = std::make_shared<std::atomic<int64_t>>(platform::now_millis());
+    ac.keys_exist = [store, known, checked] {
+      if (known->load()) return true;
+      const int64_t now = platform::now_millis();
+      if (now - checked->load() >= 1000) {
+        checked->store(now);
+        known->store(!store->list_keys().empty());
+      }
+      return known->load();
+    };
     ac.authenticate = [store](std::string_view secret) -> std::optional<server::Principal> {
       auto r = store->authenticate(secret, platform::now_millis());
       if (!r) return std::nullopt;
       const auto& o = r.key->options;
-      return server::Principal{r.key->tenant, r.key->id,      o.models,        o.rpm,
-                               o.tpm,         o.daily_tokens, o.monthly_tokens};
+      server::Principal p;
+      p.tenant = r.key->tenant;
+      p.key_id = r.key->id;
+      p.models = o.models;
+      p.key_limits = {o.rpm, o.tpm, o.daily_tokens, o.monthly_tokens};
+      // Read per request, so a tenant's new weight or limits apply at once.
+      if (auto t = store->find_tenant(r.key->tenant)) {
+        p.tenant_limits = {t->limits.rpm, t->limits.tpm, t->limits.daily_tokens,
+                           t->limits.monthly_tokens};
+        p.tenant_weight = t->weight;
+      }
+      return p;
     };
   }
   ac.record_usage = [store](const server::UsageRecord& u) {
@@ -106,10 +135,13 @@ int serve(const ServeOptions& o) {
     e.queued_at = u.queued_at;
     e.first_token_at = u.first_token_at;
     e.ended_at = u.ended_at;
-    store->record(e);  // kDuplicate cannot happen: completion ids are unique per server
+    // Completion ids are 128 random bits, so kDuplicate means the record is already there (a
+    // PostgreSQL commit that landed before its connection broke, then retried): stored once.
+    store->record(e);
   };
-  ac.tokens_used = [store](const std::string& key_id, int64_t since_ms) {
-    return store->tokens_used(platform::UsageScope::key(key_id), since_ms).total_tokens();
+  ac.tokens_used = [store](bool tenant, const std::string& id, int64_t since_ms) {
+    const auto scope = tenant ? platform::UsageScope::tenant(id) : platform::UsageScope::key(id);
+    return store->tokens_used(scope, since_ms).total_tokens();
   };
   ac.usage_of = [store](const std::string& tenant, int days) {
     const auto now = platform::now_millis();
@@ -121,21 +153,38 @@ int serve(const ServeOptions& o) {
     }
     return out;
   };
-  server::Api api(ac);
-  for (const std::string& spec : o.models) {
-    std::string id, path = spec;
-    if (auto eq = spec.find('='); eq != std::string::npos && !std::filesystem::exists(spec)) {
-      id = spec.substr(0, eq);
-      path = spec.substr(eq + 1);
-    } else {
-      id = std::filesystem::path(spec).stem().string();
-    }
-    std::fprintf(stderr, "maas: loading %s as '%s'\n", path.c_str(), id.c_str());
-    api.add_model(server::ServedModel::load(id, path, ec, o.no_mmap));
+  auto admin = std::make_shared<platform::AdminApi>(store);
+  ac.admin = [admin, keys_known](
+                 const std::string& method, const std::string& path, const std::string& query,
+                 const nlohmann::ordered_json& body) -> std::optional<server::AdminReply> {
+    auto r = admin->handle(method, path, query, body, platform::now_millis());
+    if (!r) return std::nullopt;
+    if (r->status == 201 && path == "/admin/keys") keys_known->store(true);  // closes an open API
+    return server::AdminReply{r->status, std::move(r->body)};
+  };
+  if (const char* delay = std::getenv("MAAS_TEST_LOAD_DELAY_MS"); delay != nullptr) {
+    // For tests: every model load takes this much longer, so requests can arrive mid-load.
+    const auto ms = std::chrono::milliseconds(std::atoll(delay));
+    ac.model_loader.load = [ms, load = ac.model_loader.load](const server::ModelSpec& s) {
+      std::this_thread::sleep_for(ms);
+      return load(s);
+    };
   }
+  server::Api api(ac);
+  // Models: `always` ones load now (a failure ends the server), on_demand ones when asked for.
+  if (o.models.empty() && o.models_file.empty()) {
+    throw std::runtime_error("no model to serve: give -m MODEL.gguf or --models-file FILE");
+  }
+  server::ModelSpec base;
+  base.engine = ec;
+  base.copy_weights = o.no_mmap;
+  api.models().set_source([o, base] { return models_config(o, base); });
+  api.models().apply(models_config(o, base));
+  api.models().wait_for_always(std::chrono::hours(24));
   if (o.api_keys.empty() && stored_keys == 0) {
     std::fprintf(stderr,
-                 "maas: no API key configured: the API is open to anyone who can connect\n");
+                 "maas: no API key configured: the API is open to anyone who can connect "
+                 "until a key is created\n");
   }
   server::HttpConfig hc;
   hc.host = o.host;
@@ -148,7 +197,21 @@ int serve(const ServeOptions& o) {
   http.start();
   std::fprintf(stderr, "maas: listening on http://%s:%u\n", o.host.c_str(),
                static_cast<unsigned>(http.port()));
-  const int sig = http.wait_for_shutdown_signal();
+  // SIGHUP re-reads the models file (as POST /admin/models/reload does); a bad file changes
+  // nothing.
+  const int sig = http.wait_for_shutdown_signal([&api] {
+    try {
+      const auto sum = api.models().reload();
+      std::fprintf(stderr,
+                   "maas: SIGHUP: reloaded the models: %zu added, %zu replaced, %zu updated, "
+                   "%zu removed, %zu unchanged\n",
+                   sum.added.size(), sum.replaced.size(), sum.updated.size(), sum.removed.size(),
+                   sum.unchanged.size());
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "maas: SIGHUP: reload refused, the configuration is unchanged: %s\n",
+                   e.what());
+    }
+  });
   std::fprintf(stderr, "maas: signal %d: finishing %zu request(s) in flight (up to %.0f s)\n", sig,
                api.in_flight(), o.shutdown_timeout);
   http.shutdown(std::chrono::milliseconds(static_cast<int64_t>(o.shutdown_timeout * 1000)));
@@ -162,8 +225,11 @@ int serve(const ServeOptions& o) {
 void add_serve_command(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<ServeOptions>();
   CLI::App* cmd = app.add_subcommand("serve", "Serve models over an OpenAI-compatible HTTP API");
-  cmd->add_option("-m,--model", o->models, "[ID=]MODEL.gguf (repeatable); ID: file name")
-      ->required();
+  cmd->add_option("-m,--model", o->models,
+                  "[ID=]MODEL.gguf (repeatable; loaded at start); ID: file name");
+  cmd->add_option("--models-file", o->models_file,
+                  "YAML file of models: names, settings, on-demand loading, memory budget "
+                  "(docs/MODELS.md); SIGHUP re-reads it");
   cmd->add_option("--host", o->host, "Address to listen on");
   cmd->add_option("--port", o->port, "TCP port (0: any free port)")->check(CLI::Range(0, 65535));
   cmd->add_option("-t,--threads", o->threads, "Compute threads per model (0: all cores)")
@@ -186,6 +252,9 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                   "Seconds in-flight requests get to finish on SIGTERM")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-prefix-cache", o->no_prefix_cache, "Disable prefix caching");
+  cmd->add_option("--database", o->database,
+                  "PostgreSQL URL for keys, tenants and the ledger, shared by replicas "
+                  "(default: $MAAS_DATABASE_URL; none: SQLite in the data directory)");
   cmd->add_option("--data-dir", o->data_dir,
                   "State directory (default: $MAAS_DATA_DIR, else ~/.local/share/maas)");
   cmd->add_flag("--no-mmap", o->no_mmap,

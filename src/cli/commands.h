@@ -16,6 +16,8 @@ void add_bench_command(CLI::App& app, int& exit_code);
 void add_bench_serve_command(CLI::App& app, int& exit_code);
 void add_serve_command(CLI::App& app, int& exit_code);
 void add_keys_command(CLI::App& app, int& exit_code);
+void add_tenants_command(CLI::App& app, int& exit_code);
 void add_usage_command(CLI::App& app, int& exit_code);
+void add_models_command(CLI::App& app, int& exit_code);
 
 }  // namespace maas::cli

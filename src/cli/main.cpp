@@ -17,7 +17,9 @@ int main(int argc, char** argv) {
   maas::cli::add_bench_serve_command(app, exit_code);
   maas::cli::add_serve_command(app, exit_code);
   maas::cli::add_keys_command(app, exit_code);
+  maas::cli::add_tenants_command(app, exit_code);
   maas::cli::add_usage_command(app, exit_code);
+  maas::cli::add_models_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

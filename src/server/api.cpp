@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <ctime>
 
-#include "gguf/gguf.h"
 #include "server/api_job.h"
 #include "server/ledger_queue.h"
 #include "server/openai_schema.h"
@@ -15,77 +14,137 @@
 
 namespace maas::server {
 
-ServedModel::~ServedModel() {
-  if (engine) engine->stop();
-}
-
-std::unique_ptr<ServedModel> ServedModel::load(const std::string& id, const std::string& path,
-                                               const engine::EngineConfig& config,
-                                               bool copy_weights) {
-  auto m = std::make_unique<ServedModel>();
-  m->id = id;
-  m->path = path;
-  m->file = std::make_unique<gguf::File>(
-      gguf::File::open(path, copy_weights ? gguf::File::Load::Copy : gguf::File::Load::Map));
-  m->model = model::Model::load(*m->file);
-  m->tok = tokenizer::Tokenizer::from_gguf(*m->file);
-  if (m->tok->n_vocab() != m->model->hparams().n_vocab) {
-    throw std::runtime_error(fmt::format("{}: the tokenizer has {} tokens, the model {}", path,
-                                         m->tok->n_vocab(), m->model->hparams().n_vocab));
-  }
-  if (auto src = m->file->get_string("tokenizer.chat_template")) {
-    try {
-      m->chat_template = tmpl::Template::parse(*src);
-    } catch (const tmpl::Error& e) {
-      throw std::runtime_error(
-          fmt::format("{}: its chat template does not parse: {}", path, e.what()));
-    }
-  }
-  engine::EngineConfig c = config;
-  c.model_id = id;
-  m->engine = std::make_unique<engine::Engine>(*m->model, *m->tok, c);
-  m->engine->start();
-  m->created = static_cast<int64_t>(std::time(nullptr));
-  return m;
-}
-
 Api::Api(ApiConfig config) : config_(std::move(config)) {
   if (config_.record_usage) ledger_ = std::make_unique<LedgerQueue>(config_.record_usage);
   limiter_ = std::make_unique<RateLimiter>();
+  registry_ = std::make_unique<ModelRegistry>(config_.model_loader);
 }
 
-Api::~Api() { cancel_all(); }
-
-void Api::add_model(std::unique_ptr<ServedModel> m) { models_.push_back(std::move(m)); }
-
-ServedModel& Api::find_model(const std::string& id) {
-  for (auto& m : models_) {
-    if (m->id == id) return *m;
-  }
-  throw ApiError(404, fmt::format("The model '{}' does not exist", id), "model",
-                 "invalid_request_error", "model_not_found");
+Api::~Api() {
+  cancel_all();
+  // Before any member goes: requests waiting for a load are answered, requests in flight get to
+  // finish (their leases), and the engines stop while the ledger still records.
+  registry_->shutdown();
 }
+
+void Api::add_model(std::unique_ptr<ServedModel> m) { registry_->adopt(std::move(m)); }
 
 bool Principal::allows(const std::string& model) const {
   return models.empty() || std::find(models.begin(), models.end(), model) != models.end();
 }
 
-ServedModel& Api::visible_model(const std::string& id, const Principal& who) {
-  if (!who.allows(id)) {
-    throw ApiError(404, fmt::format("The model '{}' does not exist", id), "model",
-                   "invalid_request_error", "model_not_found");
-  }
-  return find_model(id);
+namespace {
+
+// A key's allow-list may name a model by its id or by any of its names.
+bool may_use(const Principal& who, const std::string& id, const std::string& asked,
+             const std::vector<std::string>& aliases) {
+  if (who.allows(id) || who.allows(asked)) return true;
+  return std::any_of(aliases.begin(), aliases.end(),
+                     [&](const std::string& a) { return who.allows(a); });
 }
 
-ServedModel& Api::optional_model(const Json& body, const Principal& who) {
+// The OpenAI model object, plus the names the model also answers to.
+Json model_object(const ModelStatus& m) {
+  return {{"id", m.id},
+          {"object", "model"},
+          {"created", m.created},
+          {"owned_by", "maas"},
+          {"aliases", m.aliases}};
+}
+
+// The model's request defaults, for the fields the request leaves out.
+void apply_defaults(Json& body, const ModelSpec& spec, bool chat) {
+  for (const auto& [key, value] : spec.defaults.items()) {
+    if (key == "max_tokens" && chat && body.contains("max_completion_tokens") &&
+        !body["max_completion_tokens"].is_null()) {
+      continue;
+    }
+    auto it = body.find(key);
+    if (it == body.end() || it->is_null()) body[key] = value;
+  }
+}
+
+void send_json(Metrics& metrics, const std::string& endpoint, int status, const Json& body,
+               ResponseWriter& w) {
+  metrics.count_request(endpoint, status);
+  w.send(status, "application/json", body.dump(-1, ' ', false, Json::error_handler_t::replace));
+}
+
+// The registry's gauges in the Prometheus text format.
+std::string registry_metrics(const ModelRegistry& registry) {
+  return fmt::format(
+      "# HELP maas_models_loaded Models loaded and serving.\n"
+      "# TYPE maas_models_loaded gauge\n"
+      "maas_models_loaded {}\n"
+      "# HELP maas_models_memory_bytes Weights and KV pools of the models in memory.\n"
+      "# TYPE maas_models_memory_bytes gauge\n"
+      "maas_models_memory_bytes {}\n"
+      "# HELP maas_models_memory_budget_bytes The models' memory budget (0: none).\n"
+      "# TYPE maas_models_memory_budget_bytes gauge\n"
+      "maas_models_memory_budget_bytes {}\n",
+      registry.loaded_count(), registry.memory_in_use(), registry.memory_budget());
+}
+
+}  // namespace
+
+std::shared_ptr<const ModelSpec> Api::body_model(const Json& body, const Principal& who,
+                                                 bool default_to_only) {
+  std::string name;
   auto it = body.find("model");
   if (it != body.end() && !it->is_null()) {
     if (!it->is_string()) throw ApiError(400, "'model' must be a string", "model");
-    return visible_model(it->get<std::string>(), who);
+    name = it->get<std::string>();
+  } else if (auto only = default_to_only ? registry_->only_model() : std::nullopt) {
+    name = *only;
+  } else {
+    throw ApiError(400, "'model' is required", "model");
   }
-  if (models_.size() != 1) throw ApiError(400, "'model' is required", "model");
-  return visible_model(models_.front()->id, who);
+  auto spec = registry_->find(name);
+  if (spec == nullptr || !may_use(who, spec->id, name, spec->aliases)) {
+    throw ApiError(404, fmt::format("The model '{}' does not exist", name), "model",
+                   "invalid_request_error", "model_not_found");
+  }
+  return spec;
+}
+
+void Api::send_error(const std::string& endpoint, const ApiError& e, ResponseWriter& w) {
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (e.status == 429 || e.status == 503) {
+    headers.emplace_back("retry-after", std::to_string(e.retry_after));
+  }
+  metrics_.count_request(endpoint, e.status);
+  w.send(e.status, "application/json", error_json(e), std::move(headers));
+}
+
+void Api::with_model(const std::string& endpoint, const std::string& id,
+                     const std::shared_ptr<ResponseWriter>& w,
+                     std::function<void(const ModelLease&)> work) {
+  auto waiter = [this, endpoint, w, work](ModelLease lease, const ApiError* error) {
+    try {
+      if (error != nullptr) throw *error;
+      if (w->closed()) return;
+      work(lease);
+    } catch (const ApiError& e) {
+      send_error(endpoint, e, *w);
+    } catch (const std::exception& e) {
+      send_error(endpoint,
+                 ApiError(500, fmt::format("internal error: {}", e.what()), {}, "server_error"),
+                 *w);
+    }
+  };
+  // A client that leaves while its request is parked stops waiting. Set before acquiring: the
+  // loader may run `work` (which sets its own on_close) before acquire() returns.
+  auto ticket = std::make_shared<std::atomic<uint64_t>>(0);
+  w->on_close([registry = registry_.get(), ticket] {
+    if (const uint64_t t = ticket->load()) registry->cancel_wait(t);
+  });
+  uint64_t parked = 0;
+  ModelLease lease = registry_->acquire(id, std::move(waiter), &parked);
+  if (lease) {
+    work(lease);
+    return;
+  }
+  ticket->store(parked);
 }
 
 void Api::cancel_all() {
@@ -132,19 +191,24 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<ResponseWriter> w) {
       return;
     }
     if (path == "/ready") {
-      if (models_.empty()) throw ApiError(503, "no model is loaded", {}, "server_error");
+      // Ready once every `always` model is loaded (on_demand ones load when asked for).
+      if (!registry_->ready()) {
+        throw ApiError(503,
+                       "not ready: no model is configured, or one with load: always is not loaded",
+                       {}, "server_error");
+      }
       reply_json(200, {{"status", "ready"}});
       return;
     }
     if (path == "/metrics") {
       std::vector<Metrics::EngineGauges> gauges;
-      for (const auto& m : models_) {
-        const auto st = m->engine->stats();
-        gauges.push_back({m->id, st.running, st.waiting, st.kv_blocks_used, st.kv_blocks_free,
+      for (const auto& [id, st, bytes] : registry_->loaded_stats()) {
+        gauges.push_back({id, st.running, st.waiting, st.kv_blocks_used, st.kv_blocks_free,
                           st.prefix_hits, st.prefix_misses, st.preemptions});
       }
       metrics_.count_request(endpoint, 200);
-      w->send(200, "text/plain; version=0.0.4", metrics_.render(gauges));
+      w->send(200, "text/plain; version=0.0.4",
+              metrics_.render(gauges) + registry_metrics(*registry_));
       return;
     }
     if (path.rfind("/admin/", 0) == 0) {
@@ -153,7 +217,8 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<ResponseWriter> w) {
                      "invalid_request_error", "unknown_url");
     }
     Principal who;
-    if (!config_.api_keys.empty() || config_.authenticate) {
+    if (!config_.api_keys.empty() ||
+        (config_.authenticate && (!config_.keys_exist || config_.keys_exist()))) {
       const std::string* auth = req.header("authorization");
       bool ok = false;
       if (auth != nullptr && auth->rfind("Bearer ", 0) == 0) {
@@ -174,19 +239,22 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<ResponseWriter> w) {
     const bool get = req.method == "GET" || req.method == "HEAD";
     const bool post = req.method == "POST";
     if (path == "/v1/models" && get) {
+      // Every model the key may use, loaded or not (one that is not loads when asked for).
       Json data = Json::array();
-      for (const auto& m : models_) {
-        if (!who.allows(m->id)) continue;
-        data.push_back(
-            {{"id", m->id}, {"object", "model"}, {"created", m->created}, {"owned_by", "maas"}});
+      for (const ModelStatus& m : registry_->status()) {
+        if (!may_use(who, m.id, m.id, m.aliases)) continue;
+        data.push_back(model_object(m));
       }
       reply_json(200, {{"object", "list"}, {"data", data}});
       return;
     }
     if (path.rfind("/v1/models/", 0) == 0 && get) {
-      ServedModel& m = visible_model(path.substr(11), who);
-      reply_json(200,
-                 {{"id", m.id}, {"object", "model"}, {"created", m.created}, {"owned_by", "maas"}});
+      const auto spec = body_model(Json{{"model", path.substr(11)}}, who);
+      const auto m = registry_->status(spec->id);
+      if (!m)
+        throw ApiError(404, "The model does not exist", "model", "invalid_request_error",
+                       "model_not_found");
+      reply_json(200, model_object(*m));
       return;
     }
     if (path == "/v1/usage" && get) {
@@ -204,12 +272,34 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<ResponseWriter> w) {
       reply_json(200, {{"object", "list"}, {"tenant", who.tenant}, {"data", data}});
       return;
     }
-    if (path == "/v1/chat/completions" && post) return chat(req, w, who);
-    if (path == "/v1/completions" && post) return completions(req, w, who);
-    if (path == "/v1/embeddings" && post) return embeddings(req, w, who);
+    // Generation and tokenizer endpoints: the request is checked completely first, then runs
+    // once its model is loaded (which an on_demand model may not be yet).
+    if (path == "/v1/chat/completions" && post) {
+      Json body = parse_body(req.body);
+      const auto spec = body_model(body, who);
+      apply_defaults(body, *spec, true);
+      auto cr = std::make_shared<const ChatRequest>(parse_chat_request(body));
+      return with_model(endpoint, spec->id, w,
+                        [this, cr, w, who](const ModelLease& m) { chat(*cr, m, w, who); });
+    }
+    if (path == "/v1/completions" && post) {
+      Json body = parse_body(req.body);
+      const auto spec = body_model(body, who);
+      apply_defaults(body, *spec, false);
+      auto cr = std::make_shared<const CompletionRequest>(parse_completion_request(body));
+      return with_model(endpoint, spec->id, w,
+                        [this, cr, w, who](const ModelLease& m) { completions(*cr, m, w, who); });
+    }
+    if (path == "/v1/embeddings" && post) {
+      const Json body = parse_body(req.body);
+      const auto spec = body_model(body, who);
+      auto er = std::make_shared<const EmbeddingRequest>(parse_embedding_request(body));
+      return with_model(endpoint, spec->id, w,
+                        [this, er, w, who](const ModelLease& m) { embeddings(*er, m, w, who); });
+    }
     if (path == "/tokenize" && post) {
       const Json body = parse_body(req.body);
-      ServedModel& m = optional_model(body, who);
+      const auto spec = body_model(body, who, true);
       if (!body.contains("content") || !body["content"].is_string()) {
         throw ApiError(400, "'content' must be a string", "content");
       }
@@ -220,28 +310,39 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<ResponseWriter> w) {
         }
         add_special = body["add_special"].get<bool>();
       }
-      const auto ids = m.tok->encode(body["content"].get<std::string>(), add_special, true);
-      reply_json(200, {{"tokens", ids}, {"model", m.id}});
-      return;
+      return with_model(
+          endpoint, spec->id, w,
+          [this, endpoint, w, add_special,
+           content = body["content"].get<std::string>()](const ModelLease& m) {
+            const auto ids = m->tok->encode(content, add_special, true);
+            send_json(metrics_, endpoint, 200, {{"tokens", ids}, {"model", m->id}}, *w);
+          });
     }
     if (path == "/detokenize" && post) {
       const Json body = parse_body(req.body);
-      ServedModel& m = optional_model(body, who);
+      const auto spec = body_model(body, who, true);
       if (!body.contains("tokens") || !body["tokens"].is_array()) {
         throw ApiError(400, "'tokens' must be an array of token ids", "tokens");
       }
-      std::vector<int32_t> ids;
       for (const Json& t : body["tokens"]) {
-        if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
-            t.get<int64_t>() >= m.tok->n_vocab()) {
-          throw ApiError(400,
-                         fmt::format("'tokens' must hold token ids below {}", m.tok->n_vocab()),
-                         "tokens");
+        if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX) {
+          throw ApiError(400, "'tokens' must hold token ids", "tokens");
         }
-        ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
       }
-      reply_json(200, {{"content", m.tok->decode(ids)}, {"model", m.id}});
-      return;
+      return with_model(
+          endpoint, spec->id, w, [this, endpoint, w, tokens = body["tokens"]](const ModelLease& m) {
+            std::vector<int32_t> ids;
+            for (const Json& t : tokens) {
+              if (t.get<int64_t>() >= m->tok->n_vocab()) {
+                throw ApiError(
+                    400, fmt::format("'tokens' must hold token ids below {}", m->tok->n_vocab()),
+                    "tokens");
+              }
+              ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
+            }
+            send_json(metrics_, endpoint, 200, {{"content", m->tok->decode(ids)}, {"model", m->id}},
+                      *w);
+          });
     }
     const bool known = endpoint != "other";
     if (known) {
@@ -250,12 +351,7 @@ void Api::handle(HttpRequest&& req, std::shared_ptr<ResponseWriter> w) {
     throw ApiError(404, fmt::format("Unknown request URL: {} {}", req.method, path), {},
                    "invalid_request_error", "unknown_url");
   } catch (const ApiError& e) {
-    std::vector<std::pair<std::string, std::string>> headers;
-    if (e.status == 429 || e.status == 503) {
-      headers.emplace_back("retry-after", std::to_string(e.retry_after));
-    }
-    metrics_.count_request(endpoint, e.status);
-    w->send(e.status, "application/json", error_json(e), std::move(headers));
+    send_error(endpoint, e, *w);
   } catch (const std::exception& e) {
     metrics_.count_request(endpoint, 500);
     w->send(

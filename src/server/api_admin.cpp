@@ -9,7 +9,6 @@ namespace maas::server {
 
 bool Api::admin(const HttpRequest& req, const std::shared_ptr<ResponseWriter>& w,
                 const std::function<void(int, const Json&)>& reply_json) {
-  (void)w;
   if (config_.admin_keys.empty()) {
     throw ApiError(403,
                    "The admin API is disabled: start the server with --admin-key or "
@@ -26,6 +25,7 @@ bool Api::admin(const HttpRequest& req, const std::shared_ptr<ResponseWriter>& w
     throw ApiError(401, "Incorrect or missing admin key: send 'Authorization: Bearer ADMIN_KEY'",
                    {}, "invalid_request_error", "invalid_api_key");
   }
+  if (admin_models(req, w)) return true;  // the model registry's (api_models.cpp)
   if (!config_.admin) return false;
   Json body;  // null unless the request has a body
   if (!req.body.empty()) body = parse_body(req.body);

@@ -64,7 +64,14 @@ double seconds(engine::Clock::duration d) { return std::chrono::duration<double>
 // A completion id unique to this server (the ledger keys records by it), independent of any
 // x-request-id a client sends.
 std::string new_completion_id(const char* prefix) {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
+  // Ids are the ledger's keys, unique across replicas sharing one database: seed each thread's
+  // generator with 256 bits from the OS, not one 32-bit draw (threads of many replicas would
+  // collide at about n^2 / 2^33).
+  thread_local std::mt19937_64 rng = [] {
+    std::random_device dev;
+    std::seed_seq seq{dev(), dev(), dev(), dev(), dev(), dev(), dev(), dev()};
+    return std::mt19937_64(seq);
+  }();
   return fmt::format("{}{:016x}{:016x}", prefix, rng(), rng());
 }
 
@@ -324,6 +331,10 @@ void Api::Job::finish_response() {
 // ledger commits to disk, so this runs on the ledger's thread, not the engine's. If the record
 // cannot be written the client gets an error instead of the usage.
 void Api::Job::settle(int status, const std::string& finish, std::function<void()> deliver) {
+  // Every output is in: the model is no longer needed. Its lease ends before the final bytes go
+  // out, so a client's next request already finds the model idle (evictable, unloadable).
+  model.reset();
+  tok = nullptr;
   metrics->count_request(endpoint, status);
   UsageRecord rec;
   rec.request_id = request_id;
@@ -337,7 +348,10 @@ void Api::Job::settle(int status, const std::string& finish, std::function<void(
     rec.completion_tokens += u.completion_tokens;
   }
   // The rate limiter's reservation becomes what was used.
-  if (limiter != nullptr) limiter->settle(key_id, grant, rec.prompt_tokens + rec.completion_tokens);
+  if (limiter != nullptr) {
+    limiter->settle(limit_scope_ids(tenant, key_id), grant,
+                    rec.prompt_tokens + rec.completion_tokens);
+  }
   if (ledger == nullptr) {
     deliver();
     return;
@@ -376,38 +390,58 @@ void Api::Job::settle(int status, const std::string& finish, std::function<void(
 
 // ---- Endpoints -----------------------------------------------------------------------------
 
+namespace {
+
+std::vector<RateLimiter::Scope> limit_scopes(const Principal& who) {
+  const auto ids = limit_scope_ids(who.tenant, who.key_id);
+  return {{ids[0], "", who.key_limits.rpm, who.key_limits.tpm},
+          {ids[1], "tenant_", who.tenant_limits.rpm, who.tenant_limits.tpm}};
+}
+
+}  // namespace
+
 uint64_t Api::admit(const Principal& who, int64_t max_tokens_total) {
-  if ((who.daily_tokens || who.monthly_tokens) && config_.tokens_used) {
-    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                               std::chrono::system_clock::now().time_since_epoch())
-                               .count();
-    const int64_t day_ms = 86400000;
-    const int64_t day_start = now_ms - now_ms % day_ms;
-    if (who.daily_tokens && config_.tokens_used(who.key_id, day_start) >= *who.daily_tokens) {
-      ApiError e(429, fmt::format("Quota exceeded: daily tokens (limit {})", *who.daily_tokens),
-                 "daily_tokens", "rate_limit_exceeded", "quota_exceeded");
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  const int64_t day_ms = 86400000;
+  const int64_t day_start = now_ms - now_ms % day_ms;
+  auto month_start = [&] {
+    const std::time_t secs = static_cast<std::time_t>(now_ms / 1000);
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    tm.tm_mday = 1;
+    tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+    return static_cast<int64_t>(timegm(&tm)) * 1000;
+  };
+  // Quotas count what the ledger holds, for the key and for its tenant.
+  auto check_quotas = [&](const Limits& limits, bool tenant, const std::string& id) {
+    if (!config_.tokens_used) return;
+    const std::string prefix = tenant ? "tenant_" : "";
+    const std::string whose = tenant ? "the tenant's " : "";
+    if (limits.daily_tokens && config_.tokens_used(tenant, id, day_start) >= *limits.daily_tokens) {
+      ApiError e(
+          429,
+          fmt::format("Quota exceeded: {}daily tokens (limit {})", whose, *limits.daily_tokens),
+          prefix + "daily_tokens", "rate_limit_exceeded", "quota_exceeded");
       e.retry_after = static_cast<int>((day_start + day_ms - now_ms) / 1000) + 1;
       throw e;
     }
-    if (who.monthly_tokens) {
-      const std::time_t secs = static_cast<std::time_t>(now_ms / 1000);
-      std::tm tm{};
-      gmtime_r(&secs, &tm);
-      tm.tm_mday = 1;
-      tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
-      const int64_t month_start = static_cast<int64_t>(timegm(&tm)) * 1000;
-      if (config_.tokens_used(who.key_id, month_start) >= *who.monthly_tokens) {
-        ApiError e(429,
-                   fmt::format("Quota exceeded: monthly tokens (limit {})", *who.monthly_tokens),
-                   "monthly_tokens", "rate_limit_exceeded", "quota_exceeded");
-        e.retry_after = 3600;
-        throw e;
-      }
+    if (limits.monthly_tokens &&
+        config_.tokens_used(tenant, id, month_start()) >= *limits.monthly_tokens) {
+      ApiError e(
+          429,
+          fmt::format("Quota exceeded: {}monthly tokens (limit {})", whose, *limits.monthly_tokens),
+          prefix + "monthly_tokens", "rate_limit_exceeded", "quota_exceeded");
+      e.retry_after = 3600;
+      throw e;
     }
-  }
+  };
+  check_quotas(who.key_limits, false, who.key_id);
+  check_quotas(who.tenant_limits, true, who.tenant);
   uint64_t grant = 0;
-  if (auto refusal = limiter_->admit(who.key_id, who.rpm, who.tpm, max_tokens_total,
-                                     RateLimiter::Clock::now(), &grant)) {
+  if (auto refusal =
+          limiter_->admit(limit_scopes(who), max_tokens_total, RateLimiter::Clock::now(), &grant)) {
     ApiError e(429, refusal->message, refusal->limit, "rate_limit_exceeded", "rate_limit_exceeded");
     e.retry_after = refusal->retry_after;
     throw e;
@@ -417,7 +451,7 @@ uint64_t Api::admit(const Principal& who, int64_t max_tokens_total) {
 
 void Api::start_job(std::shared_ptr<Job> job, std::vector<engine::Request> requests,
                     const Principal& who) {
-  ServedModel& m = find_model(job->model_id);
+  ServedModel& m = *job->model;
   // The most tokens these requests can use: what the rate limiter reserves.
   int64_t most = 0;
   for (const auto& r : requests) {
@@ -440,11 +474,11 @@ void Api::start_job(std::shared_ptr<Job> job, std::vector<engine::Request> reque
       for (auto& r : requests) job->handles.push_back(m.engine->submit(std::move(r)));
     } catch (const engine::InvalidRequest& e) {
       for (auto& h : job->handles) h->cancel();
-      limiter_->settle(job->key_id, job->grant, 0);
+      limiter_->settle(limit_scope_ids(who.tenant, who.key_id), job->grant, 0);
       throw ApiError(400, e.what());
     } catch (const engine::QueueFull& e) {
       for (auto& h : job->handles) h->cancel();
-      limiter_->settle(job->key_id, job->grant, 0);
+      limiter_->settle(limit_scope_ids(who.tenant, who.key_id), job->grant, 0);
       throw ApiError(429, e.what(), {}, "rate_limit_exceeded", "server_busy");
     }
     job->handle_done.assign(job->handles.size(), false);
@@ -504,16 +538,17 @@ void Api::start_job(std::shared_ptr<Job> job, std::vector<engine::Request> reque
 namespace {
 
 // A job for one HTTP request: its kind, a server-unique completion id (also the ledger's key),
-// the model, the caller and the writer (a copy: if submission fails the caller answers through
-// its own).
+// the model's lease, the caller and the writer (a copy: if submission fails the caller answers
+// through its own).
 std::shared_ptr<Api::Job> new_job(Api::Job::Kind kind, const char* endpoint, const char* prefix,
-                                  const ServedModel& m, const std::shared_ptr<ResponseWriter>& w,
+                                  const ModelLease& m, const std::shared_ptr<ResponseWriter>& w,
                                   const Principal& who) {
   auto job = std::make_shared<Api::Job>();
   job->kind = kind;
   job->endpoint = endpoint;
   job->id = new_completion_id(prefix);
-  job->model_id = m.id;
+  job->model = m.model;
+  job->model_id = m->id;
   job->request_id = job->id;
   job->tenant = who.tenant;
   job->key_id = who.key_id;
@@ -530,6 +565,9 @@ std::vector<int32_t> prompt_tokens(const PromptInput& p, const tokenizer::Tokeni
 engine::Request base_request(const GenerationParams& p, const Principal& who) {
   engine::Request r;
   r.cache_salt = who.tenant;  // tenants never share prefix-cache entries
+  r.tenant = who.tenant;      // and share the engine by weight
+  r.tenant_weight = who.tenant_weight;
+  r.priority = p.priority;
   r.sampling = p.sampling;
   r.seed = p.seed;
   r.max_tokens = p.max_tokens;
@@ -542,9 +580,9 @@ engine::Request base_request(const GenerationParams& p, const Principal& who) {
 
 }  // namespace
 
-void Api::chat(const HttpRequest& req, std::shared_ptr<ResponseWriter> w, const Principal& who) {
-  const ChatRequest cr = parse_chat_request(parse_body(req.body));
-  ServedModel& m = visible_model(cr.model, who);
+void Api::chat(const ChatRequest& cr, const ModelLease& lease, std::shared_ptr<ResponseWriter> w,
+               const Principal& who) {
+  ServedModel& m = *lease;
   std::string text;
   bool from_template = false;
   if (m.chat_template) {
@@ -571,7 +609,7 @@ void Api::chat(const HttpRequest& req, std::shared_ptr<ResponseWriter> w, const 
   // A template writes BOS itself where the model wants one.
   r.prompt = m.tok->encode(text, /*add_special=*/!from_template, /*parse_special=*/true);
   r.logprobs = cr.logprobs ? cr.top_logprobs : -1;
-  auto job = new_job(Job::Kind::Chat, "/v1/chat/completions", "chatcmpl-", m, w, who);
+  auto job = new_job(Job::Kind::Chat, "/v1/chat/completions", "chatcmpl-", lease, w, who);
   job->stream = cr.stream;
   job->include_usage = cr.stream && cr.include_usage;
   job->n = cr.n;
@@ -581,10 +619,9 @@ void Api::chat(const HttpRequest& req, std::shared_ptr<ResponseWriter> w, const 
   start_job(job, std::move(reqs), who);
 }
 
-void Api::completions(const HttpRequest& req, std::shared_ptr<ResponseWriter> w,
-                      const Principal& who) {
-  const CompletionRequest cr = parse_completion_request(parse_body(req.body));
-  ServedModel& m = visible_model(cr.model, who);
+void Api::completions(const CompletionRequest& cr, const ModelLease& lease,
+                      std::shared_ptr<ResponseWriter> w, const Principal& who) {
+  ServedModel& m = *lease;
   std::vector<engine::Request> reqs;
   for (const PromptInput& p : cr.prompts) {
     engine::Request r = base_request(cr, who);
@@ -593,7 +630,7 @@ void Api::completions(const HttpRequest& req, std::shared_ptr<ResponseWriter> w,
     r.prompt_logprobs = cr.echo && cr.logprobs >= 0;
     reqs.push_back(std::move(r));
   }
-  auto job = new_job(Job::Kind::Completion, "/v1/completions", "cmpl-", m, w, who);
+  auto job = new_job(Job::Kind::Completion, "/v1/completions", "cmpl-", lease, w, who);
   job->stream = cr.stream;
   job->include_usage = cr.stream && cr.include_usage;
   job->n = cr.n;
@@ -602,19 +639,20 @@ void Api::completions(const HttpRequest& req, std::shared_ptr<ResponseWriter> w,
   start_job(job, std::move(reqs), who);
 }
 
-void Api::embeddings(const HttpRequest& req, std::shared_ptr<ResponseWriter> w,
-                     const Principal& who) {
-  const EmbeddingRequest er = parse_embedding_request(parse_body(req.body));
-  ServedModel& m = visible_model(er.model, who);
+void Api::embeddings(const EmbeddingRequest& er, const ModelLease& lease,
+                     std::shared_ptr<ResponseWriter> w, const Principal& who) {
+  ServedModel& m = *lease;
   std::vector<engine::Request> reqs;
   for (const PromptInput& p : er.inputs) {
     engine::Request r;
     r.prompt = prompt_tokens(p, *m.tok);
     r.embedding = true;
     r.cache_salt = who.tenant;
+    r.tenant = who.tenant;
+    r.tenant_weight = who.tenant_weight;
     reqs.push_back(std::move(r));
   }
-  auto job = new_job(Job::Kind::Embedding, "/v1/embeddings", "embd-", m, w, who);
+  auto job = new_job(Job::Kind::Embedding, "/v1/embeddings", "embd-", lease, w, who);
   job->base64 = er.base64;
   start_job(job, std::move(reqs), who);
 }

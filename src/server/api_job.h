@@ -15,9 +15,18 @@
 
 namespace maas::server {
 
+// The rate-limiter windows of a request: its key's, then its tenant's.
+inline std::vector<std::string> limit_scope_ids(const std::string& tenant,
+                                                const std::string& key_id) {
+  return {"key:" + key_id, "tenant:" + tenant};
+}
+
 struct Api::Job : std::enable_shared_from_this<Api::Job> {
   enum class Kind { Chat, Completion, Embedding };
   Kind kind = Kind::Chat;
+  // The lease on the model: keeps its engine and tokenizer alive until the job is gone, even if
+  // the model is unloaded, replaced or removed meanwhile.
+  std::shared_ptr<ServedModel> model;
   std::string endpoint, id, model_id;
   int64_t created = 0;
   std::shared_ptr<ResponseWriter> writer;

@@ -210,7 +210,7 @@ size_t HttpServer::open_connections() const { return core_->open.load(); }
 
 size_t HttpServer::in_flight() const { return core_->in_flight.load(); }
 
-int HttpServer::wait_for_shutdown_signal() {
+int HttpServer::wait_for_shutdown_signal(const std::function<void()>& on_reload) {
   static std::mutex one_waiter;
   std::lock_guard waiter_lock(one_waiter);
   if (::pipe2(g_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
@@ -221,15 +221,24 @@ int HttpServer::wait_for_shutdown_signal() {
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESTART;
   struct sigaction old_int {
-  }, old_term{};
+  }, old_term{}, old_hup{};
   sigaction(SIGINT, &action, &old_int);
   sigaction(SIGTERM, &action, &old_term);
+  if (on_reload) sigaction(SIGHUP, &action, &old_hup);
   int signo = 0;
   while (!core_->shutting_down.load()) {
     pollfd fd{g_signal_pipe[0], POLLIN, 0};
     if (::poll(&fd, 1, 50) > 0) {
       unsigned char byte = 0;
       if (::read(g_signal_pipe[0], &byte, 1) == 1) {
+        if (byte == SIGHUP && on_reload) {
+          try {
+            on_reload();
+          } catch (const std::exception& e) {
+            std::fprintf(stderr, "maas http: the reload hook failed: %s\n", e.what());
+          }
+          continue;
+        }
         signo = byte;
         break;
       }
@@ -238,6 +247,7 @@ int HttpServer::wait_for_shutdown_signal() {
   // A second signal during the graceful shutdown gets the default action (ends the process).
   sigaction(SIGINT, &old_int, nullptr);
   sigaction(SIGTERM, &old_term, nullptr);
+  if (on_reload) sigaction(SIGHUP, &old_hup, nullptr);
   ::close(g_signal_pipe[0]);
   ::close(g_signal_pipe[1]);
   g_signal_pipe[0] = g_signal_pipe[1] = -1;

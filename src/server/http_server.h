@@ -125,8 +125,9 @@ class HttpServer {
 
   // Blocks until SIGINT or SIGTERM arrives (returns its number) or shutdown() begins (returns
   // 0). The signals are caught only while this waits. For `maas serve`: start(), wait, then
-  // shutdown(deadline).
-  int wait_for_shutdown_signal();
+  // shutdown(deadline). With on_reload, SIGHUP calls it on this thread (one call per signal
+  // received, the server keeps running) and the wait goes on; without, SIGHUP is not caught.
+  int wait_for_shutdown_signal(const std::function<void()>& on_reload = {});
 
   // Graceful shutdown: stop accepting (new connections are refused), close idle keep-alive
   // connections, let requests in progress finish (their responses say connection: close) for up

@@ -215,6 +215,15 @@ void parse_generation(const Json& j, GenerationParams& p, bool chat) {
     if (auto v = Fields(*so).boolean("include_usage")) p.include_usage = *v;
   }
   if (f.get("user") && !f.get("user")->is_string()) Fields::bad("user", "a string");
+  if (auto tier = f.str("service_tier")) {
+    if (*tier == "flex") {
+      p.priority = GenerationParams::kBatch;
+    } else if (*tier == "auto" || *tier == "default" || *tier == "priority") {
+      p.priority = GenerationParams::kInteractive;
+    } else {
+      Fields::bad("service_tier", "one of \"auto\", \"default\", \"priority\" or \"flex\"");
+    }
+  }
 }
 
 // Message content as text: a string, or an array of text parts joined.

@@ -55,6 +55,10 @@ struct GenerationParams {
   int32_t n = 1;
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  // Priority class from OpenAI's service_tier: "auto", "default" and "priority" are interactive
+  // (kInteractive), "flex" is batch (kBatch: runs when no interactive work waits).
+  int32_t priority = 0;
+  static constexpr int32_t kInteractive = 0, kBatch = -1;
 };
 
 struct ChatRequest : GenerationParams {

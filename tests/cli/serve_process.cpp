@@ -39,23 +39,37 @@ uint16_t free_port() {
   return ntohs(a.sin_port);
 }
 
-ServeProcess::ServeProcess(std::vector<std::string> extra_args) : port_(free_port()) {
+ServeProcess::ServeProcess(std::vector<std::string> extra_args, const ServeSetup& setup)
+    : port_(free_port()) {
   log_ = scratch_dir() + "/serve-" + std::to_string(port_) + ".log";
-  std::vector<std::string> args = {
-      maas_binary(), "serve", "-m", "stories=" + stories_model(), "--port", std::to_string(port_)};
+  std::vector<std::string> args = {maas_binary(), "serve", "--port", std::to_string(port_)};
+  if (setup.serve_stories) args.insert(args.end(), {"-m", "stories=" + stories_model()});
   // Each server its own state directory, unless the test gives one.
   if (std::find(extra_args.begin(), extra_args.end(), "--data-dir") == extra_args.end()) {
     args.insert(args.end(), {"--data-dir", scratch_dir() + "/data"});
   }
   args.insert(args.end(), extra_args.begin(), extra_args.end());
+  // The child's environment, built before fork (only async-signal-safe calls after it).
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string var = *e;
+    const bool replaced = std::any_of(setup.env.begin(), setup.env.end(), [&](const auto& kv) {
+      return var.rfind(kv.first + "=", 0) == 0;
+    });
+    if (!replaced) env.push_back(var);
+  }
+  for (const auto& [name, value] : setup.env) env.push_back(name + "=" + value);
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
   pid_ = ::fork();
   if (pid_ == 0) {
     FILE* f = std::freopen(log_.c_str(), "w", stderr);
     (void)f;
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
+    ::execve(argv[0], argv.data(), envp.data());
     _exit(127);
   }
   // Ready when /health answers.

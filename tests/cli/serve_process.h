@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "server/http_test_client.h"
@@ -18,11 +19,18 @@ extern const std::string kStories;  // ../shared/models/stories260K
 std::string stories_model();
 uint16_t free_port();
 
+// How to start a ServeProcess beyond its arguments.
+struct ServeSetup {
+  bool serve_stories = true;                             // pass -m stories=<stories260K>
+  std::vector<std::pair<std::string, std::string>> env;  // extra environment variables
+};
+
 // A `maas serve` child process on a free port, its stderr in a file. Serves stories260K as
-// "stories" and, unless extra_args has --data-dir, its own fresh data directory.
+// "stories" (unless setup says not to) and, unless extra_args has --data-dir, its own fresh
+// data directory.
 class ServeProcess {
  public:
-  explicit ServeProcess(std::vector<std::string> extra_args);
+  explicit ServeProcess(std::vector<std::string> extra_args, const ServeSetup& setup = {});
   ~ServeProcess();
   ServeProcess(const ServeProcess&) = delete;
   ServeProcess& operator=(const ServeProcess&) = delete;
