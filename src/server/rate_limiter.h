@@ -1,7 +1,7 @@
-// Request and token rates per key and per tenant over a sliding minute. Tokens are reserved at admission from
-// the most a request can use (prompt + max_tokens for every choice) and corrected to what it
-// used when it ends, so a burst of large requests cannot overshoot the rate. Internal to the
-// server layer; thread-safe.
+// Request and token rates per key and per tenant over a sliding minute. Tokens are reserved at
+// admission from the most a request can use (prompt + max_tokens for every choice) and corrected to
+// what it used when it ends, so a burst of large requests cannot overshoot the rate. Internal to
+// the server layer; thread-safe.
 #pragma once
 
 #include <chrono>
