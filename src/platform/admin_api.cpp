@@ -125,7 +125,8 @@ std::optional<std::int64_t> limit_field(const Json& body, const char* name,
 }
 
 void check_known_fields(const Json& body, std::initializer_list<const char*> known) {
-  for (const auto& [k, v] : body.items()) {
+  for (const auto& item : body.items()) {
+    const std::string& k = item.key();  // not a structured binding: clang 14 cannot capture one
     if (std::find_if(known.begin(), known.end(), [&](const char* n) { return k == n; }) ==
         known.end()) {
       throw Refusal{400, fmt::format("unknown field '{}'", k), k};
