@@ -92,9 +92,8 @@ int serve(const ServeOptions& o) {
   {
     // Whether any key exists, re-read at most once a second (keys made by `maas keys` in another
     // process) and at once when this server's admin API makes one.
-    auto known = keys_known;
     auto checked = std::make_shared<std::atomic<int64_t>>(platform::now_millis());
-    ac.keys_exist = [store, known, checked] {
+    ac.keys_exist = [store, known = keys_known, checked] {
       if (known->load()) return true;
       const int64_t now = platform::now_millis();
       if (now - checked->load() >= 1000) {

@@ -175,7 +175,7 @@ class Reader {
     for (auto it = map.begin(); it != map.end(); ++it) {
       const YAML::Node key = it->first;
       if (!key.IsScalar()) fail(key, what, "keys must be strings");
-      const std::string k = key.Scalar();
+      const std::string& k = key.Scalar();
       if (!seen.insert(k).second) fail(key, join(what, k), "is given twice");
       out.push_back({k, {key, it->second}});
     }
