@@ -3,41 +3,15 @@
 #include <fmt/format.h>
 
 #include <cstdio>
-#include <ctime>
-#include <iomanip>
 #include <sstream>
 
 #include "cli/commands.h"
+#include "platform/admin_api.h"
 #include "platform/store.h"
 
 namespace maas::cli {
 
 namespace {
-
-// "YYYY-MM-DD" (UTC midnight) or "YYYY-MM-DDTHH:MM:SSZ" -> Unix milliseconds.
-platform::UnixMillis parse_date(const std::string& s) {
-  std::tm tm{};
-  std::istringstream in(s);
-  if (s.size() == 10) {
-    in >> std::get_time(&tm, "%Y-%m-%d");
-  } else {
-    in >> std::get_time(&tm, "%Y-%m-%dT%H:%M:%SZ");
-  }
-  if (in.fail() || in.peek() != EOF) {
-    throw std::runtime_error(
-        fmt::format("'{}' is not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, UTC)", s));
-  }
-  return static_cast<platform::UnixMillis>(timegm(&tm)) * 1000;
-}
-
-std::string format_time(platform::UnixMillis t) {
-  const std::time_t secs = static_cast<std::time_t>(t / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 std::string limit(const std::optional<int64_t>& v) { return v ? std::to_string(*v) : "-"; }
 
@@ -83,7 +57,7 @@ void add_keys_command(CLI::App& app, int& exit_code) {
     opt.tpm = c->tpm;
     opt.daily_tokens = c->daily;
     opt.monthly_tokens = c->monthly;
-    if (!c->expires.empty()) opt.expires_at = parse_date(c->expires);
+    if (!c->expires.empty()) opt.expires_at = platform::parse_utc_time(c->expires);
     store->ensure_tenant(c->tenant, now);
     const auto created = store->create_key(c->tenant, opt, now);
     std::printf("%s\n", created.secret.c_str());
@@ -106,7 +80,7 @@ void add_keys_command(CLI::App& app, int& exit_code) {
       std::string models;
       for (const auto& m : k.options.models) models += (models.empty() ? "" : ",") + m;
       std::printf("%-16s %-16s %-8s %-20s %-6s %-8s %-10s %-10s %s\n", k.id.c_str(),
-                  k.tenant.c_str(), state, format_time(k.created_at).c_str(),
+                  k.tenant.c_str(), state, platform::format_utc_time(k.created_at).c_str(),
                   limit(k.options.rpm).c_str(), limit(k.options.tpm).c_str(),
                   limit(k.options.daily_tokens).c_str(), limit(k.options.monthly_tokens).c_str(),
                   models.empty() ? "*" : models.c_str());

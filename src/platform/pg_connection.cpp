@@ -1,5 +1,7 @@
 #include "platform/pg_connection.h"
 
+#include "platform/store_rules.h"
+
 #include <algorithm>
 #include <charconv>
 #include <utility>
@@ -15,26 +17,8 @@ struct Span {
   std::string decoded;
 };
 
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Percent-decoding as libpq does it for URIs; malformed escapes are kept as written.
-std::string percent_decode(std::string_view s) {
-  std::string out;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && hex_digit(s[i + 1]) >= 0 && hex_digit(s[i + 2]) >= 0) {
-      out += static_cast<char>(hex_digit(s[i + 1]) * 16 + hex_digit(s[i + 2]));
-      i += 2;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
+// Percent-decoding as libpq does it for URIs ('+' is not a space); malformed escapes are kept.
+std::string percent_decode(std::string_view s) { return detail::percent_decode(s, false); }
 
 // scheme://...: libpq knows only postgresql:// and postgres://, but other URLs (mistakes such as
 // mysql://) are masked the same way before they appear in a message.

@@ -329,20 +329,7 @@ class PostgresStore final : public Store {
       return result;
     }
     ApiKey& key = found.front();
-    result.key_id = key.id;
-    switch (key.state(now)) {
-      case KeyState::kRevoked:
-        result.status = AuthStatus::kRevoked;
-        break;
-      case KeyState::kExpired:
-        result.status = AuthStatus::kExpired;
-        break;
-      case KeyState::kActive:
-        result.status = AuthStatus::kOk;
-        result.key = std::move(key);
-        break;
-    }
-    return result;
+    return detail::auth_result(std::move(key), now);
   }
 
   std::vector<ApiKey> list_keys() override {

@@ -364,20 +364,7 @@ class SqliteStore final : public Store {
       key = read_key(q);
     }
     key->options.models = models_of(key->id);
-    result.key_id = key->id;
-    switch (key->state(now)) {
-      case KeyState::kRevoked:
-        result.status = AuthStatus::kRevoked;
-        break;
-      case KeyState::kExpired:
-        result.status = AuthStatus::kExpired;
-        break;
-      case KeyState::kActive:
-        result.status = AuthStatus::kOk;
-        result.key = std::move(key);
-        break;
-    }
-    return result;
+    return detail::auth_result(std::move(*key), now);
   }
 
   std::vector<ApiKey> list_keys() override {

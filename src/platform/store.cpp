@@ -118,6 +118,49 @@ void check_tenant(const std::string& id, double weight, const TenantLimits& limi
   check_non_negative(limits.monthly_tokens, "monthly_tokens");
 }
 
+AuthResult auth_result(ApiKey key, UnixMillis now) {
+  AuthResult result;
+  result.key_id = key.id;
+  switch (key.state(now)) {
+    case KeyState::kRevoked:
+      result.status = AuthStatus::kRevoked;
+      break;
+    case KeyState::kExpired:
+      result.status = AuthStatus::kExpired;
+      break;
+    case KeyState::kActive:
+      result.status = AuthStatus::kOk;
+      result.key = std::move(key);
+      break;
+  }
+  return result;
+}
+
+namespace {
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+}  // namespace
+
+std::string percent_decode(std::string_view s, bool plus_is_space) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (plus_is_space && s[i] == '+') {
+      out += ' ';
+    } else if (s[i] == '%' && i + 2 < s.size() && hex_value(s[i + 1]) >= 0 &&
+               hex_value(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2]));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
 }  // namespace detail
 
 }  // namespace maas::platform

@@ -7,6 +7,7 @@
 #include <iterator>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "platform/store.h"
 
@@ -78,5 +79,12 @@ void check_tenant_id(const std::string& id);
 // Weight in (0, 1e6], limits not negative.
 void check_tenant(const std::string& id, double weight, const TenantLimits& limits);
 void check_non_negative(const std::optional<std::int64_t>& v, const char* name);
+
+// The answer to an authentication whose secret matched `key`: ok, revoked or expired at `now`.
+AuthResult auth_result(ApiKey key, UnixMillis now);
+
+// %XX escapes decoded (malformed ones kept as written); '+' becomes a space when plus_is_space
+// (query strings), not in URIs' other parts.
+std::string percent_decode(std::string_view s, bool plus_is_space);
 
 }  // namespace maas::platform::detail

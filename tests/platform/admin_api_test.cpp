@@ -48,6 +48,11 @@ TEST(AdminApi, TenantsAreCreatedAndPartiallyUpdated) {
   ASSERT_TRUE(stored);
   EXPECT_EQ(stored->limits, (TenantLimits{std::nullopt, 500, std::nullopt, std::nullopt}));
   EXPECT_EQ(f.call("GET", "/admin/tenants/acme").body, r.body);
+  // Changing only the weight keeps every limit.
+  r = f.call("PUT", "/admin/tenants/acme", {{"weight", 5}});
+  EXPECT_EQ(r.body["tpm"], 500);
+  EXPECT_TRUE(r.body["rpm"].is_null());
+  EXPECT_EQ(f.call("PUT", "/admin/tenants/acme", {{"weight", 3}}).body["weight"], 3.0);
   r = f.call("GET", "/admin/tenants");
   ASSERT_EQ(r.body["data"].size(), 1u);
   EXPECT_EQ(r.body["data"][0]["id"], "acme");
