@@ -22,11 +22,7 @@ void add_keys_command(CLI::App& app, int& exit_code) {
   keys->require_subcommand(1);
   auto data_dir = std::make_shared<std::string>();
   auto database = std::make_shared<std::string>();
-  keys->add_option("--data-dir", *data_dir,
-                   "State directory (default: $MAAS_DATA_DIR, else ~/.local/share/maas)");
-  keys->add_option("--database", *database,
-                   "PostgreSQL URL, postgresql://user:password@host/db (default: "
-                   "$MAAS_DATABASE_URL; none: SQLite in the state directory)");
+  add_store_options(keys, data_dir.get(), database.get());
 
   struct CreateOpts {
     std::string tenant, models, expires;

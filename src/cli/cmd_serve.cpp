@@ -251,11 +251,7 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                   "Seconds in-flight requests get to finish on SIGTERM")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-prefix-cache", o->no_prefix_cache, "Disable prefix caching");
-  cmd->add_option("--database", o->database,
-                  "PostgreSQL URL for keys, tenants and the ledger, shared by replicas "
-                  "(default: $MAAS_DATABASE_URL; none: SQLite in the data directory)");
-  cmd->add_option("--data-dir", o->data_dir,
-                  "State directory (default: $MAAS_DATA_DIR, else ~/.local/share/maas)");
+  add_store_options(cmd, &o->data_dir, &o->database);
   cmd->add_flag("--no-mmap", o->no_mmap,
                 "Read the weights into memory instead of mapping the file");
   cmd->callback([o, &exit_code] { exit_code = serve(*o); });

@@ -21,10 +21,7 @@ void add_tenants_command(CLI::App& app, int& exit_code) {
   tenants->require_subcommand(1);
   auto data_dir = std::make_shared<std::string>();
   auto database = std::make_shared<std::string>();
-  tenants->add_option("--data-dir", *data_dir,
-                      "State directory (default: $MAAS_DATA_DIR, else ~/.local/share/maas)");
-  tenants->add_option("--database", *database,
-                      "PostgreSQL URL (default: $MAAS_DATABASE_URL; none: the data directory)");
+  add_store_options(tenants, data_dir.get(), database.get());
 
   CLI::App* ls = tenants->add_subcommand("ls", "List tenants");
   ls->fallthrough();

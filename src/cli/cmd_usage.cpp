@@ -2,27 +2,23 @@
 #include <fmt/format.h>
 
 #include <cstdio>
-#include <ctime>
-#include <iomanip>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "platform/admin_api.h"
 #include "platform/store.h"
 
 namespace maas::cli {
 
 namespace {
 
+// A UTC day: the platform's date parser, without a time of day.
 platform::UnixMillis parse_day(const std::string& s) {
-  std::tm tm{};
-  std::istringstream in(s);
-  in >> std::get_time(&tm, "%Y-%m-%d");
-  if (in.fail() || in.peek() != EOF) {
+  if (s.size() != 10) {
     throw std::runtime_error(fmt::format("'{}' is not a day (YYYY-MM-DD, UTC)", s));
   }
-  return static_cast<platform::UnixMillis>(timegm(&tm)) * 1000;
+  return platform::parse_utc_time(s);
 }
 
 }  // namespace
@@ -34,11 +30,7 @@ void add_usage_command(CLI::App& app, int& exit_code) {
   };
   auto o = std::make_shared<Opts>();
   CLI::App* cmd = app.add_subcommand("usage", "Show the usage ledger by tenant, model and day");
-  cmd->add_option("--data-dir", o->data_dir,
-                  "State directory (default: $MAAS_DATA_DIR, else ~/.local/share/maas)");
-  cmd->add_option("--database", o->database,
-                  "PostgreSQL URL, postgresql://user:password@host/db (default: "
-                  "$MAAS_DATABASE_URL; none: SQLite in the state directory)");
+  add_store_options(cmd, &o->data_dir, &o->database);
   cmd->add_option("--tenant", o->tenant, "Only this tenant");
   cmd->add_option("--from", o->from, "First UTC day, YYYY-MM-DD (default: 30 days ago)");
   cmd->add_option("--to", o->to, "Last UTC day, YYYY-MM-DD (default: today)");

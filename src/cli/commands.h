@@ -20,4 +20,7 @@ void add_tenants_command(CLI::App& app, int& exit_code);
 void add_usage_command(CLI::App& app, int& exit_code);
 void add_models_command(CLI::App& app, int& exit_code);
 
+// --data-dir and --database on a command that opens the store (platform::open_store).
+void add_store_options(CLI::App* cmd, std::string* data_dir, std::string* database);
+
 }  // namespace maas::cli

@@ -11,6 +11,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "hwy/highway.h"
@@ -133,6 +134,20 @@ Registry* build_registry() {
     if ((HWY_TARGETS & c.target) != 0 && (supported & c.target) != 0 && c.cpu_ok) {
       r->tables.push_back(build_for(c.target, c.name, c.avx_vnni));
     }
+  }
+  // AMX extends the AVX3_DL kernels (which it falls back on for few tokens), with activations
+  // in tiles of 16 tokens for the types it implements.
+  if (!r->tables.empty() && r->tables.front().name == "avx3_dl" && f.amx_tile && f.amx_int8 &&
+      amx_usable()) {
+    KernelTable amx = build_for(HWY_AVX3_DL, "amx", false);
+    hwy::SetSupportedTargetsForTest(HWY_AVX3_DL);
+    fill_quant32_wide_tile_kernels(&amx);
+    const bool wide_ok = amx.hwy_target == HWY_AVX3_DL;
+    hwy::SetSupportedTargetsForTest(0);
+    if (!wide_ok) throw std::logic_error("kernel dispatch: no wide-tile AVX3_DL kernels for amx");
+    amx.hwy_target = HWY_AVX3_DL;
+    fill_amx_kernels(&amx);
+    r->tables.insert(r->tables.begin(), std::move(amx));
   }
   r->tables.push_back(build_scalar());
   const KernelTable* chosen = &r->tables.front();

@@ -126,7 +126,7 @@ struct TypeKernel {
 };
 
 struct KernelTable {
-  std::string name;  // "avx3_dl", "avx3", "avx2_vnni", "avx2", "scalar"
+  std::string name;  // "amx", "avx3_dl", "avx3", "avx2_vnni", "avx2", "scalar"
   TypeKernel types[kSlotCount];
   PrepareActsFn prepare_acts = nullptr;
   int64_t hwy_target = 0;  // the Highway target whose code filled the table (0: scalar only)
@@ -176,5 +176,16 @@ void prepare_acts(const float* x, int64_t cols, int64_t t_begin, int64_t t_end,
 void fill_quant32_kernels(KernelTable* table, bool avx_vnni);
 void fill_kquant_kernels(KernelTable* table, bool avx_vnni);
 void fill_float_kernels(KernelTable* table);
+// The AVX-512 Q4_0 and Q8_0 kernels again, with activations in tiles of 16 tokens (no-op on
+// other targets).
+void fill_quant32_wide_tile_kernels(KernelTable* table);
+
+// AMX-INT8 (kernels_amx.cpp): whether the CPU has it and the OS granted this process the tile
+// state; fill_amx_kernels replaces the kernels of the types it implements in a copy of the
+// avx3_dl table (falling back to them for few tokens). amx_product_count() counts the products
+// that ran on the tile unit (for tests that must know the AMX path was taken).
+bool amx_usable();
+void fill_amx_kernels(KernelTable* table);
+uint64_t amx_product_count();
 
 }  // namespace maas::tensor::kernels
