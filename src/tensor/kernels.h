@@ -4,8 +4,12 @@
 // target, so a result is bit-identical whatever the CPU target, the number of tokens, the token
 // tiling and the thread count (batch invariance; kernels_scalar.cpp is the plain statement of it):
 //
-// - F32, F16, BF16: the weights widened exactly to f32 and the activations as given, summed by
-//   one chain of fused multiply-adds in column order: acc = fma(w[k], x[k], acc), k = 0, 1, ...
+// - F32, F16, BF16: the weights widened exactly to f32 and the activations as given, summed in
+//   16 chains: column k feeds s[k % 16] = fma(w[k], x[k], s[k % 16]) in increasing k, from
+//   s = +0 (columns past `cols` do nothing), then the fixed pairwise tree s[j] += s[j + 8] for
+//   j < 8, then s[j] += s[j + 4] for j < 4, += 2, += 1: y = s[0]. Decoding keeps a row's 16
+//   chains in the lanes of a vector (contiguous loads of each weight row, 16 independent chains
+//   to hide latency with); batches run chain by chain with rows in lanes (kernels_float.cpp).
 // - Quantized weights: each token's activations are quantized to int8 on the fly, with one
 //   scale per 32 elements for the 32-element block types and one per 256 for the k-quants
 //   (da = amax / 127, q = round-to-nearest-even(x / da) in [-127, 127]). Each weight block b
@@ -14,9 +18,9 @@
 //   order: acc = fma(float(I_b), d_b * da_b, acc), plus a second such step for the types with a
 //   minimum (see kernels_scalar.cpp for each type's I_b and scale).
 //
-// Vector targets put 8 or 16 rows side by side in the lanes of a vector ("panels" of rows
-// transposed on the fly), so that every lane repeats the scalar sequence above for its row, and
-// broadcast each token's activations to all lanes.
+// For quantized weights, vector targets put 8 or 16 rows side by side in the lanes of a vector
+// ("panels" of rows transposed on the fly), so that every lane repeats the scalar sequence above
+// for its row, and broadcast each token's activations to all lanes.
 #pragma once
 
 #include <cstddef>

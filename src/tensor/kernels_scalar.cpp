@@ -22,7 +22,8 @@ using detail::load_u16;
 using detail::load_u32;
 
 // ---------------------------------------------------------------------------------------------
-// Float weights: one chain of fused multiply-adds in column order.
+// Float weights: 16 partial sums, column i feeding sum i % 16 by a fused multiply-add, folded
+// by a fixed pairwise tree.
 
 float load_f32_weight(const uint8_t* row, int64_t i) { return detail::load_f32(row + 4 * i); }
 float load_f16_weight(const uint8_t* row, int64_t i) { return fp16_to_fp32(load_u16(row + 2 * i)); }
@@ -36,9 +37,12 @@ void gemm_float(const GemmArgs& a) {
     const uint8_t* row = a.w + static_cast<size_t>(r) * a.row_bytes;
     for (int64_t t = 0; t < a.n_tokens; ++t) {
       const float* x = a.x + t * a.cols;
-      float acc = 0.0f;
-      for (int64_t i = 0; i < a.cols; ++i) acc = std::fma(kLoad(row, i), x[i], acc);
-      a.y[t * a.ldy + r] = acc;
+      float s[16] = {};
+      for (int64_t i = 0; i < a.cols; ++i) s[i % 16] = std::fma(kLoad(row, i), x[i], s[i % 16]);
+      for (int half = 8; half >= 1; half /= 2) {
+        for (int j = 0; j < half; ++j) s[j] = s[j] + s[j + half];
+      }
+      a.y[t * a.ldy + r] = s[0];
     }
   }
 }

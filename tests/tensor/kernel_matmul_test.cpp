@@ -184,12 +184,14 @@ Reference reference(const Matrix& m, const std::vector<float>& x, int64_t n_toke
         abs_wxq += std::fabs(w[c] * xq[i]);
         quant_err += std::fabs(w[c]) * half_step[i];
       }
-      // Float rounding: the float kernels round once per product-sum (a chain of cols fused
-      // multiply-adds, each off by at most half an ulp of the running sum); the integer kernels
-      // round a few times per block (scale product, fused multiply-add), and the dequantized
-      // weights here carry the decoder's own float rounding.
-      const double rounding =
-          act_block == 0 ? (static_cast<double>(cols) + 6) * 0x1p-24 * abs_wx : 1e-5 * abs_wxq;
+      // Float rounding: the float kernels sum each product into one of 16 chains of fused
+      // multiply-adds (ceil(cols / 16) roundings each), then fold the chains in a 4-level tree:
+      // every product goes through at most ceil(cols / 16) + 4 roundings of 2^-24 (relative),
+      // so the error is within (that + 1) * 2^-24 * sum |w x| (Higham's gamma_n, first order).
+      // The integer kernels round a few times per block (scale product, fused multiply-add), and
+      // the dequantized weights here carry the decoder's own float rounding.
+      const double chain = static_cast<double>((cols + 15) / 16);
+      const double rounding = act_block == 0 ? (chain + 5) * 0x1p-24 * abs_wx : 1e-5 * abs_wxq;
       ref.exact.push_back(exact);
       ref.bound.push_back(quant_err * 1.001 + rounding + 1e-6 * abs_wx + 1e-30);
       ref.quantized.push_back(quantized);
@@ -326,38 +328,123 @@ TEST_F(KernelTargets, ThreadSplitOfOneToken) {
   }
 }
 
-// Float weights: kernels.h defines each output as one chain of fused multiply-adds in column
-// order. Recomputed here from that statement, bit for bit, on every target, on a shape with
-// several panels, column chunks and token tiles and a partial last block, alone and split over
-// two threads, and for one token (the fused decode path).
+// Float weights: kernels.h defines each output as 16 chains of fused multiply-adds (column k
+// into chain k % 16, in increasing k) folded by a fixed pairwise tree. Recomputed here from that
+// statement, bit for bit, on every target, for shapes around every width the vector code works
+// in (16-column groups, 32-column decode steps, panels of 16 to 64 rows, token tiles of 6,
+// decode passes of up to 6 tokens for batches of up to 24), every token count up to 40 and 1 to
+// 3 threads.
+float specified_float_sum(const double* w, const float* x, int64_t cols) {
+  float s[16] = {};
+  for (int64_t c = 0; c < cols; ++c) {
+    s[c % 16] = std::fma(static_cast<float>(w[c]), x[c], s[c % 16]);
+  }
+  for (int j = 0; j < 8; ++j) s[j] = s[j] + s[j + 8];
+  for (int j = 0; j < 4; ++j) s[j] = s[j] + s[j + 4];
+  for (int j = 0; j < 2; ++j) s[j] = s[j] + s[j + 2];
+  return s[0] + s[1];
+}
+
 TEST_F(KernelTargets, FloatSumOrderIsTheSpecifiedOne) {
   std::mt19937 rng(21);
-  ThreadPool two(2);
+  ThreadPool two(2), three(3);
+  struct Shape {
+    int64_t rows, cols;
+  };
+  const Shape shapes[] = {{1, 1},   {3, 15},  {17, 16},  {5, 17},   {37, 31},  {9, 33},
+                          {20, 48}, {6, 100}, {33, 257}, {19, 512}, {150, 531}};
+  const int64_t max_tokens = 40;
   for (TensorType type : {TensorType::F32, TensorType::F16, TensorType::BF16}) {
-    const int64_t rows = 150, cols = 531, n_tokens = 21;
-    const Matrix m = make_matrix(type, rows, cols, false, 0, rng);
-    const std::vector<float> x = make_activations(n_tokens, cols, rng);
-    std::vector<float> expected(static_cast<size_t>(n_tokens * rows));
-    for (int64_t t = 0; t < n_tokens; ++t) {
-      for (int64_t r = 0; r < rows; ++r) {
-        float acc = 0.0f;
-        for (int64_t c = 0; c < cols; ++c) {
-          const float w = static_cast<float>(m.dequantized[static_cast<size_t>(r * cols + c)]);
-          acc = std::fma(w, x[static_cast<size_t>(t * cols + c)], acc);
+    for (const Shape& shape : shapes) {
+      const int64_t rows = shape.rows, cols = shape.cols;
+      const Matrix m = make_matrix(type, rows, cols, false, type == TensorType::F32 ? 4 : 6, rng);
+      const std::vector<float> x = make_activations(max_tokens, cols, rng);
+      std::vector<float> expected(static_cast<size_t>(max_tokens * rows));
+      for (int64_t t = 0; t < max_tokens; ++t) {
+        for (int64_t r = 0; r < rows; ++r) {
+          expected[static_cast<size_t>(t * rows + r)] =
+              specified_float_sum(&m.dequantized[static_cast<size_t>(r * cols)],
+                                  &x[static_cast<size_t>(t * cols)], cols);
         }
-        expected[static_cast<size_t>(t * rows + r)] = acc;
+      }
+      for (const std::string& target : kernels::available_targets()) {
+        kernels::force_target(target);
+        // Every token count on the vector targets; a few on the slow scalar one.
+        for (int64_t n = 1; n <= max_tokens; n += target == "scalar" ? 13 : 1) {
+          const int64_t first = (n * 7) % (max_tokens - n + 1);
+          for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &two, &three}) {
+            if (pool != nullptr && n % 3 != 1 && n != max_tokens) continue;
+            const std::vector<float> y = run(m, x, n, pool, first);
+            const float* want = &expected[static_cast<size_t>(first * rows)];
+            if (std::memcmp(y.data(), want, sizeof(float) * y.size()) != 0) {
+              size_t i = 0;
+              while (std::memcmp(&y[i], &want[i], sizeof(float)) == 0) ++i;
+              ADD_FAILURE() << name(type) << " " << rows << "x" << cols << " on " << target << ", "
+                            << n << " tokens from " << first << ", " << (pool ? pool->size() : 0)
+                            << " threads: [" << i / rows << "][" << i % rows << "] = " << y[i]
+                            << ", specified " << want[i];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Rows longer than a K-block of the multi-token kernel (1024 columns, so chains continue from
+// sums kept in scratch) and batches longer than one pass over the weights (132 tokens).
+TEST_F(KernelTargets, FloatLongRowsAndLargeBatches) {
+  std::mt19937 rng(22);
+  ThreadPool two(2);
+  const int64_t rows = 70, cols = 2100, max_tokens = 140;
+  for (TensorType type : {TensorType::F16, TensorType::BF16, TensorType::F32}) {
+    const Matrix m = make_matrix(type, rows, cols, false, 0, rng);
+    const std::vector<float> x = make_activations(max_tokens, cols, rng);
+    std::vector<float> expected(static_cast<size_t>(max_tokens * rows));
+    for (int64_t t = 0; t < max_tokens; ++t) {
+      for (int64_t r = 0; r < rows; ++r) {
+        expected[static_cast<size_t>(t * rows + r)] = specified_float_sum(
+            &m.dequantized[static_cast<size_t>(r * cols)], &x[static_cast<size_t>(t * cols)], cols);
       }
     }
     for (const std::string& target : kernels::available_targets()) {
       kernels::force_target(target);
-      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &two}) {
-        const std::vector<float> y = run(m, x, n_tokens, pool);
-        EXPECT_EQ(0, std::memcmp(y.data(), expected.data(), sizeof(float) * y.size()))
-            << name(type) << " on " << target << (pool ? " with 2 threads" : "");
-        const std::vector<float> one = run(m, x, 1, pool, n_tokens - 1);
-        EXPECT_EQ(0, std::memcmp(one.data(), &expected[static_cast<size_t>((n_tokens - 1) * rows)],
-                                 sizeof(float) * one.size()))
-            << name(type) << " on " << target << ": one token";
+      for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{30}, max_tokens}) {
+        for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &two}) {
+          const std::vector<float> y = run(m, x, n, pool, max_tokens - n);
+          EXPECT_EQ(0,
+                    std::memcmp(y.data(), &expected[static_cast<size_t>((max_tokens - n) * rows)],
+                                sizeof(float) * y.size()))
+              << name(type) << " on " << target << ", " << n << " tokens"
+              << (pool ? ", 2 threads" : "");
+        }
+      }
+    }
+  }
+}
+
+// The sign of a zero sum: columns past `cols` add nothing, not a +0 product (which would turn a
+// chain's -0 into +0). Every product here underflows to -0, so with 17 columns every chain is -0
+// (chain 0 sums columns 0 and 16, chains 1..15 one column each) and so is the result; padding
+// chains 1..15 with +0 products for columns 17..31 would give +0.
+TEST_F(KernelTargets, FloatZeroSignsFollowTheSpecification) {
+  const int64_t cols = 17;
+  std::vector<float> w(cols, 1e-30f), x(cols, -1e-30f);  // products underflow to -0
+  w[16] = 0.0f;                                          // column 16: +0 * -1e-30 = -0
+  std::vector<uint8_t> data(sizeof(float) * cols);
+  std::memcpy(data.data(), w.data(), data.size());
+  std::vector<double> wd(w.begin(), w.end());
+  const float want = specified_float_sum(wd.data(), x.data(), cols);
+  for (const std::string& target : kernels::available_targets()) {
+    kernels::force_target(target);
+    for (int64_t n : {1, 2, 30}) {  // the paths for one token, a few and a batch
+      std::vector<float> xs, y(static_cast<size_t>(n), 5.0f);
+      for (int64_t t = 0; t < n; ++t) xs.insert(xs.end(), x.begin(), x.end());
+      matmul(MatrixView{TensorType::F32, data.data(), cols, 1, data.size()}, xs.data(), n, y.data(),
+             nullptr);
+      for (float v : y) {
+        EXPECT_EQ(0.0f, v) << target;
+        EXPECT_EQ(std::signbit(want), std::signbit(v)) << target << " with " << n << " tokens";
       }
     }
   }
