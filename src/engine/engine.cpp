@@ -79,6 +79,10 @@ Engine::Engine(const model::Model& model, const tokenizer::Tokenizer& tok, Engin
   if (config_.block_size <= 0 || config_.max_running <= 0 || config_.token_budget <= 0) {
     throw model::Error("engine: block size, max running sequences and token budget must be > 0");
   }
+  if (config_.fair_prompt_chunk < 0 || !(config_.fair_step_ms >= 0) ||
+      !std::isfinite(config_.fair_step_ms)) {
+    throw model::Error("engine: the fair prompt chunk and step time must be >= 0 (0: no limit)");
+  }
   const KvPool pool = kv_pool(hp, config_);
   const int64_t blocks_per_context = (max_context_ + config_.block_size - 1) / config_.block_size;
   if (pool.blocks < blocks_per_context) {
@@ -411,13 +415,16 @@ bool Engine::Impl::step() {
     return false;
   }
 
+  const auto started = Clock::now();
   StepPlan sp = schedule();
   std::vector<Planned>& plan = sp.chunks;
 
   if (!plan.empty()) {
     std::vector<model::SeqChunk> batch;
     batch.reserve(plan.size());
+    uint64_t decodes = 0;  // sequences with one position left (as the scheduler sees them)
     for (const Planned& p : plan) {
+      decodes += p.seq->n_computed + 1 == static_cast<int64_t>(p.seq->tokens.size()) ? 1 : 0;
       model::SeqChunk c;
       c.tokens = std::span<const int32_t>(p.seq->tokens.data() + p.seq->n_computed,
                                           static_cast<size_t>(p.n));
@@ -487,8 +494,14 @@ bool Engine::Impl::step() {
       std::lock_guard lock(stats_mu);
       ++stats.steps;
       for (const Planned& p : plan) stats.computed_tokens += static_cast<uint64_t>(p.n);
+      stats.decode_tokens += decodes;
     }
-    for (const Planned& p : plan) fair.charge(p.seq->req->req.tenant, p.n);
+    int64_t rows = 0;
+    for (const Planned& p : plan) {
+      fair.charge(p.seq->req->req.tenant, p.n);
+      rows += p.n;
+    }
+    measure_step(Clock::now() - started, rows);
     // Children of n > 1 requests run (or wait, if they could not share the parent's blocks).
     for (auto& f : forks) {
       if (f->done) continue;

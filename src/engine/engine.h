@@ -13,8 +13,10 @@
 // waiting request may preempt a running sequence of lower priority, or of a tenant holding more
 // than its share of the running slots, so one tenant's flood cannot lock another out. A step
 // computes the prompts of one tenant and priority only (everyone's decodes run in every step):
-// the first served; a tenant ahead of the least served one fills at most its weight's share of
-// the budget, so a request of a tenant behind waits for short steps only.
+// the first served. A tenant ahead of another, or with more sequences than its weight's share of
+// the slots (a flood), leads short steps only (see fair_prompt_chunk), so a request of another
+// tenant arriving meanwhile waits little; the least served tenant within its share (alone or not)
+// may fill the budget.
 //
 // Threading: submit() and the handles are thread-safe. The engine runs either on its own thread
 // (start()) or is driven by step() from one thread (tests, tools), never both.
@@ -157,6 +159,14 @@ struct EngineConfig {
   // Weighted fair share between tenants (admission, prompt budget, preemption to reach a fair
   // share of slots); off: priority, then FIFO. Priority preemption applies either way.
   bool fair_share = true;
+  // With fair share, steps led by a tenant ahead of another active tenant, or with more sequences
+  // than its weight's share of max_running (a flood; alone, more than max_running), are short, so
+  // that a request of another tenant never waits long for the step in progress (the least served
+  // tenant within its share may use the whole token_budget). A short step's prompt tokens are
+  // what fits with its decodes in fair_step_ms at the measured time per token (0: no time
+  // target), but at least fair_prompt_chunk (0: no short steps).
+  int32_t fair_prompt_chunk = 32;
+  double fair_step_ms = 100;
 };
 
 struct EngineStats {
@@ -164,6 +174,10 @@ struct EngineStats {
   int32_t kv_blocks_total = 0, kv_blocks_used = 0, kv_blocks_free = 0;
   uint64_t steps = 0, preemptions = 0;
   uint64_t prompt_tokens = 0, cached_tokens = 0, computed_tokens = 0, generated_tokens = 0;
+  // Of computed_tokens: those of sequences with one position left (decodes, and a prompt's last
+  // token when it comes alone); the rest is prompt chunks, recomputation after a preemption
+  // included.
+  uint64_t decode_tokens = 0;
   uint64_t prefix_hits = 0, prefix_misses = 0;  // block lookups
   // Of `preemptions`: to admit a waiting request of higher priority / of an under-served tenant.
   uint64_t priority_preemptions = 0, fair_preemptions = 0;

@@ -83,6 +83,7 @@ struct Engine::Impl {
   std::vector<float> hidden;  // final hidden states of a step with embedding requests
   std::vector<std::unique_ptr<Sequence>> running;
   uint64_t next_admit = 0;
+  double seconds_per_row = 0;  // a step's time per token computed, measured; 0 until known
   std::mt19937_64 seed_rng{std::random_device{}()};
 
   mutable std::mutex stats_mu;
@@ -102,6 +103,7 @@ struct Engine::Impl {
     int64_t budget = 0;               // tokens left
     std::optional<SchedItem> lead;    // the class whose prompts this step computes
     int64_t prompt_left = 0;          // prompt tokens the lead may still take (once it is set)
+    int64_t decodes = 0;              // decoding sequences as the step is planned
   };
 
   // engine.cpp: the step, outputs, block bookkeeping.
@@ -134,6 +136,8 @@ struct Engine::Impl {
   void admit(Sequence& s);
   void plan_deferred(StepPlan& sp);
   int64_t prompt_room(const StepPlan& sp, const Sequence& s) const;
+  int64_t short_step_chunk(const StepPlan& sp) const;
+  void measure_step(Clock::duration took, int64_t rows);
   void take_prompt(StepPlan& sp, const Sequence& s, int64_t n);
   bool make_room(const Sequence& waiter, uint64_t admitted_from, StepPlan& sp);
   bool ensure_blocks(Sequence& seq, int64_t n_positions, std::vector<Sequence*>& unplanned,

@@ -76,11 +76,16 @@ void FairQueue::begin_step(std::span<const SchedItem> running, std::span<const S
   }
 }
 
-void FairQueue::on_admitted(std::string_view tenant) { ++get(tenant).running; }
+void FairQueue::on_admitted(std::string_view tenant) {
+  Tenant& t = get(tenant);
+  ++t.running;
+  t.waiting = std::max(0, t.waiting - 1);
+}
 
 void FairQueue::on_preempted(std::string_view tenant) {
   Tenant& t = get(tenant);
   t.running = std::max(0, t.running - 1);
+  ++t.waiting;
 }
 
 void FairQueue::charge(std::string_view tenant, int64_t tokens) {
@@ -117,6 +122,14 @@ double FairQueue::prompt_share(std::string_view tenant) const {
   const Tenant* t = find(tenant);
   if (!fair_share_ || !t || t->service <= clock_ || active_weight_ <= 0) return 1;
   return std::min(1.0, t->weight / active_weight_);
+}
+
+bool FairQueue::short_steps(std::string_view tenant, int32_t slots) const {
+  const Tenant* t = find(tenant);
+  if (!fair_share_ || !t || !t->active) return false;
+  if (active_ > 1 && t->service > clock_) return true;
+  return static_cast<double>(t->running + t->waiting) >
+         static_cast<double>(slots) * t->weight / active_weight_;
 }
 
 bool FairQueue::serves_before(const SchedItem& a, const SchedItem& b) const {

@@ -15,8 +15,11 @@
 // That swap can never be undone by the reverse swap, so sequences do not thrash.
 //
 // The same order decides whose prompts a step computes (one tenant and priority per step, the
-// decodes of all aside), and a tenant ahead of the least served one may fill only its weight's
-// share of a step's prompt budget: a request of a tenant behind then waits for short steps.
+// decodes of all aside). Steps led by a tenant ahead of another, or by a tenant with more
+// sequences than its weight's share of the slots (a flood, alone or not), are kept short: a
+// request of another tenant, arriving meanwhile, then waits little for the step in progress
+// before its own prompts run, in a step of their own. The flooding tenant loses little, since its
+// requests queue for slots anyway and a prompt token costs about the same in a short step.
 //
 // With fair_share off, tenants are ignored (plain priority, then FIFO); service is still tracked.
 // Not thread-safe: the engine's step owns it.
@@ -53,7 +56,7 @@ class FairQueue {
   // sequences, lifts tenants that became active to the virtual clock, advances the clock and
   // forgets idle tenants that would be lifted anyway (so memory follows the active tenants).
   void begin_step(std::span<const SchedItem> running, std::span<const SchedItem> waiting);
-  // Moves within a step (counts of running sequences per tenant).
+  // Moves within a step (counts of running and waiting sequences per tenant).
   void on_admitted(std::string_view tenant);
   void on_preempted(std::string_view tenant);
   // Tokens computed for the tenant (prompt chunks and decodes).
@@ -71,6 +74,12 @@ class FairQueue {
   // weight's share among the active tenants. Steps led by tenants ahead are thus shorter, and a
   // request of a tenant behind, arriving during one, waits less for its first token.
   double prompt_share(std::string_view tenant) const;
+  // Whether the steps the tenant's prompts lead are to be short (the engine's fair prompt chunk):
+  // it is ahead of the least served active tenant, or it has more sequences (running and waiting)
+  // than its weight's share of `slots` among the active tenants (alone: more than all of them).
+  // So the least served tenant within its share, alone or not, keeps full steps. Never without
+  // fair share.
+  bool short_steps(std::string_view tenant, int32_t slots) const;
   // Whether the prompts of a and b may share a step: the same priority and (fair share) tenant.
   bool same_class(const SchedItem& a, const SchedItem& b) const {
     return a.priority == b.priority && (!fair_share_ || a.tenant == b.tenant);

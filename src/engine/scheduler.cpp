@@ -145,11 +145,44 @@ void Engine::Impl::plan_deferred(StepPlan& sp) {
   sp.budget -= n;
 }
 
-// Prompt tokens s may take in this step if its class leads it (or will).
+// The prompt tokens of a short step: what fits with the step's decodes in fair_step_ms at the
+// measured time per token, but at least fair_prompt_chunk. Where compute dominates (large models
+// on CPUs) that is the chunk, a prompt token costing about the same in a short step as in a long
+// one; where a step's fixed costs dominate (small models, fast kernels), steps that are short in
+// time carry more tokens, so the flooding tenant does not pay those costs over and over.
+int64_t Engine::Impl::short_step_chunk(const StepPlan& sp) const {
+  int64_t chunk = config.fair_prompt_chunk;
+  if (config.fair_step_ms > 0 && seconds_per_row > 0) {
+    const double rows =
+        config.fair_step_ms / 1000 / seconds_per_row - static_cast<double>(sp.decodes);
+    if (rows >= config.token_budget) return config.token_budget;
+    chunk = std::max(chunk, static_cast<int64_t>(rows));
+  }
+  return chunk;
+}
+
+// Prompt tokens s may take in this step if its class leads it (or will): its tenant's share of
+// the budget, and no more than a short step's chunk when the policy wants the step short (its
+// tenant is ahead of another, or floods the engine). A request of another tenant that arrives
+// during the step then waits for a short step only.
 int64_t Engine::Impl::prompt_room(const StepPlan& sp, const Sequence& s) const {
   if (sp.lead) return sp.prompt_left;
-  const double share = fair.prompt_share(s.req->req.tenant);
-  return std::max<int64_t>(1, std::llround(static_cast<double>(config.token_budget) * share));
+  const std::string_view tenant = s.req->req.tenant;
+  const double share = fair.prompt_share(tenant);
+  int64_t room =
+      std::max<int64_t>(1, std::llround(static_cast<double>(config.token_budget) * share));
+  if (config.fair_prompt_chunk > 0 && fair.short_steps(tenant, config.max_running)) {
+    room = std::min(room, short_step_chunk(sp));
+  }
+  return room;
+}
+
+// Steps of a few tokens are bound by reading the weights, not by their tokens: only larger ones
+// tell the time per token.
+void Engine::Impl::measure_step(Clock::duration took, int64_t rows) {
+  if (rows < 16) return;
+  const double x = std::chrono::duration<double>(took).count() / static_cast<double>(rows);
+  seconds_per_row = seconds_per_row > 0 ? 0.8 * seconds_per_row + 0.2 * x : x;
 }
 
 void Engine::Impl::take_prompt(StepPlan& sp, const Sequence& s, int64_t n) {
@@ -188,6 +221,7 @@ Engine::Impl::StepPlan Engine::Impl::schedule() {
   for (auto& s : running) {
     decodes_left += static_cast<int64_t>(s->tokens.size()) - s->n_computed == 1 ? 1 : 0;
   }
+  sp.decodes = decodes_left;
   std::vector<Sequence*> order;
   for (auto& s : running) order.push_back(s.get());
   for (Sequence* s : order) {

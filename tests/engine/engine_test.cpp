@@ -440,6 +440,15 @@ TEST(EngineTest, RefusesRequestsThatCannotRun) {
   // A pool smaller than one context is a configuration error.
   c.kv_memory = model::KvCache::bytes_per_block(m.model->hparams(), 16, c.kv_type) * 7;
   EXPECT_THROW(Engine(*m.model, *m.tok, c), model::Error);
+  c = EngineConfig{};
+  c.fair_prompt_chunk = -1;
+  EXPECT_THROW(Engine(*m.model, *m.tok, c), model::Error);
+  c.fair_prompt_chunk = 0;  // no limit
+  EXPECT_NO_THROW(Engine(*m.model, *m.tok, c));
+  for (double ms : {-1.0, std::nan(""), static_cast<double>(INFINITY)}) {
+    c.fair_step_ms = ms;
+    EXPECT_THROW(Engine(*m.model, *m.tok, c), model::Error) << ms;
+  }
 }
 
 TEST(EngineTest, BackgroundThreadServesConcurrentCallers) {

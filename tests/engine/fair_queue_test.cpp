@@ -111,6 +111,61 @@ TEST(FairQueue, PromptShareOfAStep) {
   EXPECT_DOUBLE_EQ(fifo.prompt_share("a"), 1.0);
 }
 
+// Short steps for a tenant ahead of another, or with more sequences than its weight's share of
+// the slots; full ones for the least served within its share, alone or not; never for FIFO.
+TEST(FairQueue, ShortStepsForTenantsAheadAndFloods) {
+  FairQueue q(true);
+  const std::vector<SchedItem> a3(3, item("a")), a4(4, item("a"));
+  q.begin_step(a3, {});  // alone with 3 sequences: a flood with 2 slots, not with 3
+  EXPECT_TRUE(q.short_steps("a", 2));
+  EXPECT_FALSE(q.short_steps("a", 3));
+  q.begin_step(a3, a3);  // 6 sequences, 3 of them waiting
+  EXPECT_TRUE(q.short_steps("a", 5));
+  EXPECT_FALSE(q.short_steps("a", 6));
+  // Admissions and preemptions within a step move sequences between running and waiting.
+  q.on_admitted("a");
+  EXPECT_EQ(q.running("a"), 4);
+  EXPECT_FALSE(q.short_steps("a", 6));
+  q.on_preempted("a");
+  q.on_preempted("a");
+  EXPECT_EQ(q.running("a"), 2);
+  EXPECT_FALSE(q.short_steps("a", 6));
+  EXPECT_TRUE(q.short_steps("a", 5));
+  q.charge("a", 50);
+  // b returns level with a (at the clock): of 8 slots each may hold 4.
+  std::vector<SchedItem> running = a4;
+  const std::vector<SchedItem> b1 = {item("b")};
+  q.begin_step(running, b1);
+  EXPECT_FALSE(q.short_steps("a", 8));
+  EXPECT_TRUE(q.short_steps("a", 7));  // 4 > 3.5
+  EXPECT_FALSE(q.short_steps("b", 2));
+  q.charge("b", 10);  // b ahead by 10, within its share: short all the same
+  running.push_back(item("b"));
+  q.begin_step(running, {});
+  EXPECT_TRUE(q.short_steps("b", 100));
+  EXPECT_FALSE(q.short_steps("a", 8));
+  EXPECT_DOUBLE_EQ(q.service("b"), 60.0);
+  // Service and the share of slots are per weight: 60 tokens at weight 3 put a at 70, ahead of b
+  // at 60; a's share of 8 slots is 6.
+  q.set_weight("a", 3);
+  q.charge("a", 60);
+  q.begin_step(running, {});
+  EXPECT_TRUE(q.short_steps("a", 100));
+  EXPECT_FALSE(q.short_steps("b", 4));  // its share: 1 of 4 slots
+  EXPECT_TRUE(q.short_steps("b", 3));
+  q.charge("b", 20);  // b at 80: a is the least served again
+  q.begin_step(running, {});
+  EXPECT_FALSE(q.short_steps("a", 6));  // 4 sequences, share 4.5
+  EXPECT_TRUE(q.short_steps("a", 5));   // share 3.75
+  EXPECT_FALSE(q.short_steps("x", 1));  // unknown tenants: never
+  FairQueue fifo(false);
+  fifo.begin_step(a4, a4);
+  EXPECT_FALSE(fifo.short_steps("a", 1));
+  fifo.charge("a", 100);
+  fifo.begin_step(a4, b1);
+  EXPECT_FALSE(fifo.short_steps("a", 1));
+}
+
 TEST(FairQueue, PicksByPriorityThenServiceThenLoadThenQueueOrder) {
   FairQueue q(true);
   q.set_weight("heavy", 4);

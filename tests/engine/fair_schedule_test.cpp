@@ -62,8 +62,12 @@ class Driver {
   }
   // One engine step; returns the tokens each tenant received in it.
   std::map<std::string, int64_t> step() {
+    const engine::EngineStats before = e_.stats();
     e_.step();
     ++steps_;
+    const engine::EngineStats after = e_.stats();
+    prompt_tokens_ = static_cast<int64_t>((after.computed_tokens - after.decode_tokens) -
+                                          (before.computed_tokens - before.decode_tokens));
     std::map<std::string, int64_t> tokens;
     for (Tracked& t : all_) {
       const size_t before = t.got.tokens.size();
@@ -81,6 +85,9 @@ class Driver {
     }
   }
   int64_t steps() const { return steps_; }
+  // Prompt chunks' tokens (recomputation included) computed in the last step: all but the
+  // decodes (one token of a sequence with one position left).
+  int64_t prompt_tokens() const { return prompt_tokens_; }
   std::vector<Tracked>& all() { return all_; }
   int in_flight(const std::string& tenant) const {
     int n = 0;
@@ -97,6 +104,7 @@ class Driver {
   Engine& e_;
   std::vector<Tracked> all_;
   int64_t steps_ = 0;
+  int64_t prompt_tokens_ = 0;
 };
 
 // Every request's tokens equal those of the same request run alone (a prefix of them if it was
@@ -375,45 +383,148 @@ TEST(FairSchedule, WaitingRequestsServedFirstTakeTheBudgetFromRunningPrompts) {
   }
 }
 
-// While b (behind) decodes, the steps a's prompts lead take at most a's half of the budget
-// (equal weights), so that a request of b never waits long for a step to end; with fair share
-// off they fill it.
+// While b (behind) decodes, the steps a's prompts lead (a is ahead, and within its share of the
+// slots) take at most a's half of the budget (equal weights), and no more than the fair prompt
+// chunk, so that a request of b never waits long for a step to end; FIFO fills them.
 TEST(FairSchedule, StepsLedByATenantAheadAreShort) {
   const StoriesModel& m = stories();
   std::string long_text = "Once upon a time";
   for (int i = 0; i < 20; ++i) long_text += " there was a cat";
-  for (bool fair : {true, false}) {
-    EngineConfig c = small_config(fair);
+  struct Case {
+    bool fair;
+    int32_t chunk;
+    int64_t most;  // prompt tokens in a step, at most and at least once
+  };
+  for (const Case& k : {Case{true, 0, 32}, Case{true, 12, 12}, Case{false, 12, 64}}) {
+    EngineConfig c = small_config(k.fair);
     c.token_budget = 64;
     c.prefix_cache = false;
+    c.fair_prompt_chunk = k.chunk;
+    c.fair_step_ms = 0;  // short steps of the chunk exactly
     Engine e(*m.model, *m.tok, c);
     Driver d(e);
     d.submit(tenant_request("b", 0, 120));  // decodes all along
     for (int i = 0; i < 3; ++i) d.step();
-    for (int i = 0; i < 6; ++i) {
+    for (int i = 0; i < 3; ++i) {  // 3 of a's share of 4 slots: no flood
       Request r = tenant_request("a", i, 2);
       r.prompt = m.tok->encode(long_text + " number " + std::to_string(i), true, false);
+      ASSERT_GT(r.prompt.size(), 70u);
       d.submit(r);
     }
     d.step();  // a starts level with b (at the clock): its first step may be full
-    uint64_t most = 0;
+    int64_t most = 0;
     for (int i = 0; i < 30; ++i) {
-      const auto before = e.stats();
       d.step();
-      const auto after = e.stats();
-      // Tokens computed in the step beyond one per running sequence: prompt tokens.
-      most = std::max(most, after.computed_tokens - before.computed_tokens -
-                                static_cast<uint64_t>(after.running));
+      most = std::max(most, d.prompt_tokens());
     }
-    if (fair) {
-      EXPECT_LE(most, 32u);
-      EXPECT_GE(most, 28u);
+    if (k.fair) {
+      EXPECT_EQ(most, k.most) << "chunk " << k.chunk;
     } else {
-      EXPECT_GE(most, 56u);
+      EXPECT_GE(most, 62);  // the budget but for the decodes
     }
     d.run_to_end();
     expect_solo_equal(d.all());
   }
+}
+
+// Alone, a tenant the engine holds (no more sequences than slots) fills the prompt budget; while
+// it has more, each step computes at most the fair prompt chunk of its prompts, so that a request
+// of another tenant arriving meanwhile would wait for a short step only. With a time target, a
+// short step takes what fits in it at the measured time per token: all of the budget for a huge
+// target, the chunk for a tiny one, whatever this machine's speed. FIFO fills the budget.
+TEST(FairSchedule, ALoneTenantTakesShortStepsOnlyWhileItFloods) {
+  const StoriesModel& m = stories();
+  std::string long_text = "Once upon a time";
+  for (int i = 0; i < 12; ++i) long_text += " there was a cat";
+  struct Case {
+    bool fair;
+    double step_ms;
+    bool short_steps;
+  };
+  for (const Case& k : {Case{true, 0, true}, Case{true, 1e-6, true}, Case{true, 1e9, false},
+                        Case{false, 0, false}}) {
+    SCOPED_TRACE(testing::Message() << "fair " << k.fair << ", step " << k.step_ms << " ms");
+    EngineConfig c = small_config(k.fair);  // 8 slots, 128 tokens a step
+    c.fair_prompt_chunk = 16;
+    c.fair_step_ms = k.step_ms;
+    c.prefix_cache = false;
+    Engine e(*m.model, *m.tok, c);
+    Driver d(e);
+    auto long_request = [&](int i) {
+      Request r = tenant_request("a", i, 6);
+      r.prompt = m.tok->encode(long_text + " number " + std::to_string(i), true, false);
+      return r;
+    };
+    for (int i = 0; i < 4; ++i) d.submit(long_request(i));
+    ASSERT_GT(d.all()[0].req.prompt.size() * 4, 128u);
+    d.step();
+    EXPECT_EQ(d.prompt_tokens(), 128);
+    for (int i = 4; i < 16; ++i) d.submit(long_request(i));
+    int64_t most = 0, flooded = 0;
+    while (d.in_flight("a") > 8) {  // more sequences than slots as the step starts
+      d.step();
+      most = std::max(most, d.prompt_tokens());
+      ++flooded;
+    }
+    EXPECT_GT(flooded, 5);
+    if (k.short_steps) {
+      EXPECT_EQ(most, 16);
+    } else {
+      EXPECT_GE(most, 120);
+    }
+    d.run_to_end();
+    EXPECT_EQ(e.stats().preemptions, 0u);
+    expect_solo_equal(d.all());
+  }
+}
+
+// a floods the engine (short steps); b's two requests arrive. The next step computes both of b's
+// prompts whole and none of a's, so both first tokens come after one step; then, while b decodes,
+// a (flooding, and ahead or just behind b after b's burst) is held to short steps again: no long
+// catch-up step delays b's next tokens or its next request.
+TEST(FairSchedule, ANewcomersPromptsGetAStepOfTheirOwnBetweenShortOnes) {
+  const StoriesModel& m = stories();
+  std::string a_text = "Once upon a time";
+  for (int i = 0; i < 12; ++i) a_text += " there was a cat";
+  std::string b_text = "Lily and Tom went to the park";
+  for (int i = 0; i < 4; ++i) b_text += " and they played with a ball";
+  EngineConfig c = small_config(true);  // 8 slots, 128 tokens a step
+  c.fair_prompt_chunk = 16;
+  c.fair_step_ms = 0;  // short steps of the chunk exactly
+  c.prefix_cache = false;
+  Engine e(*m.model, *m.tok, c);
+  Driver d(e);
+  for (int i = 0; i < 24; ++i) {
+    Request r = tenant_request("a", i, 30);
+    r.prompt = m.tok->encode(a_text + " number " + std::to_string(i), true, false);
+    d.submit(r);
+  }
+  for (int i = 0; i < 8; ++i) {
+    d.step();
+    EXPECT_LE(d.prompt_tokens(), 16);
+  }
+  std::vector<size_t> b;
+  for (int i = 0; i < 2; ++i) {
+    Request r = tenant_request("b", i, 20);
+    r.prompt = m.tok->encode(b_text + " number " + std::to_string(i), true, false);
+    b.push_back(d.submit(r));
+  }
+  const int64_t b_prompts =
+      static_cast<int64_t>(d.all()[b[0]].req.prompt.size() + d.all()[b[1]].req.prompt.size());
+  ASSERT_GT(b_prompts, 64);
+  d.step();
+  EXPECT_EQ(d.all()[b[0]].first_token_step, d.steps());
+  EXPECT_EQ(d.all()[b[1]].first_token_step, d.steps());
+  EXPECT_EQ(d.prompt_tokens(), b_prompts);
+  int64_t most = 0;
+  while (d.in_flight("b") > 0) {
+    d.step();
+    most = std::max(most, d.prompt_tokens());
+  }
+  EXPECT_EQ(most, 16);
+  EXPECT_EQ(e.stats().fair_preemptions, 2u);  // b's slots
+  d.run_to_end();
+  expect_solo_equal(d.all());
 }
 
 // Random tenants, weights, priorities, prompt lengths, arrivals and cancellations in a pool too
@@ -457,6 +568,24 @@ TEST(FairSchedule, StressManyTenantsLosesNothing) {
     EXPECT_EQ(e.stats().kv_blocks_used, 0);
     expect_solo_equal(d.all());
   }
+}
+
+// The engine's count of decode tokens, which the tests above subtract from the computed tokens:
+// one per generated token but the last (never computed), none for prompt chunks.
+TEST(FairSchedule, DecodeTokensAreOnePerGeneratedTokenButTheLast) {
+  const StoriesModel& m = stories();
+  EngineConfig c = small_config(true);
+  c.token_budget = 10;
+  c.prefix_cache = false;
+  Engine e(*m.model, *m.tok, c);
+  Request r = tenant_request("a", 0, 7);
+  r.prompt =
+      m.tok->encode("Lily and Tom went to the park and they played with a ball", true, false);
+  ASSERT_GT(r.prompt.size(), 10u);
+  ASSERT_NE(r.prompt.size() % 10, 1u);  // no prompt chunk of one token
+  run_alone(e, r);
+  EXPECT_EQ(e.stats().computed_tokens, r.prompt.size() + 6);
+  EXPECT_EQ(e.stats().decode_tokens, 6u);
 }
 
 TEST(FairSchedule, RefusesBadWeights) {
