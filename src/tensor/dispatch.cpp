@@ -140,6 +140,8 @@ Registry* build_registry() {
   if (!r->tables.empty() && r->tables.front().name == "avx3_dl" && f.amx_tile && f.amx_int8 &&
       amx_usable()) {
     KernelTable amx = build_for(HWY_AVX3_DL, "amx", false);
+    std::copy(std::begin(amx.types), std::end(amx.types), std::begin(amx.few_tokens));
+    amx.few_tokens_below = amx_min_tokens();
     hwy::SetSupportedTargetsForTest(HWY_AVX3_DL);
     fill_quant32_wide_tile_kernels(&amx);
     const bool wide_ok = amx.hwy_target == HWY_AVX3_DL;

@@ -132,6 +132,10 @@ struct TypeKernel {
 struct KernelTable {
   std::string name;  // "amx", "avx3_dl", "avx3", "avx2_vnni", "avx2", "scalar"
   TypeKernel types[kSlotCount];
+  // Products of fewer than few_tokens_below tokens use few_tokens instead (the amx table: the
+  // avx3_dl kernels with their compact activation layout, which decodes faster).
+  int64_t few_tokens_below = 0;
+  TypeKernel few_tokens[kSlotCount];
   PrepareActsFn prepare_acts = nullptr;
   int64_t hwy_target = 0;  // the Highway target whose code filled the table (0: scalar only)
 };
@@ -191,5 +195,7 @@ void fill_quant32_wide_tile_kernels(KernelTable* table);
 bool amx_usable();
 void fill_amx_kernels(KernelTable* table);
 uint64_t amx_product_count();
+// Tokens from which the AMX kernels use the tile unit.
+int64_t amx_min_tokens();
 
 }  // namespace maas::tensor::kernels

@@ -305,11 +305,14 @@ void fill_amx_kernels(KernelTable* table) {
 
 uint64_t amx_product_count() { return g_amx_products.load(std::memory_order_relaxed); }
 
+int64_t amx_min_tokens() { return kAmxMinTokens; }
+
 #else  // not x86-64
 
 bool amx_usable() { return false; }
 void fill_amx_kernels(KernelTable*) {}
 uint64_t amx_product_count() { return 0; }
+int64_t amx_min_tokens() { return 0; }
 
 #endif
 

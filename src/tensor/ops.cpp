@@ -80,7 +80,9 @@ void matmul(const MatrixView& w, const float* x, int64_t n_tokens, float* y, Thr
   }
   const kernels::KernelTable& table =
       w.row_bytes <= kernels::kMaxVectorRowBytes ? kernels::active() : kernels::scalar_table();
-  const kernels::TypeKernel& kernel = table.types[kernels::slot_of(w.type)];
+  const int slot = kernels::slot_of(w.type);
+  const kernels::TypeKernel& kernel =
+      n_tokens < table.few_tokens_below ? table.few_tokens[slot] : table.types[slot];
   const double work =
       static_cast<double>(w.rows) * static_cast<double>(w.cols) * static_cast<double>(n_tokens);
   const bool parallel = pool != nullptr && pool->size() > 1 && work >= kParallelMinWork;
