@@ -7,6 +7,7 @@
 #include <array>
 
 #include "platform/store.h"
+#include "platform/store_rules.h"
 
 namespace maas::platform::keys {
 namespace {
@@ -25,13 +26,6 @@ std::array<std::uint8_t, N> random_bytes() {
     throw StoreError("OpenSSL RAND_bytes failed: cannot generate an API key");
   }
   return bytes;
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
 }
 
 }  // namespace
@@ -106,7 +100,7 @@ std::string to_hex(const std::uint8_t* data, std::size_t size) {
 bool digest_from_hex(std::string_view hex, Digest& out) {
   if (hex.size() != out.size() * 2) return false;
   for (std::size_t i = 0; i < out.size(); ++i) {
-    int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
+    int hi = detail::hex_value(hex[2 * i]), lo = detail::hex_value(hex[2 * i + 1]);
     if (hi < 0 || lo < 0) return false;
     out[i] = static_cast<std::uint8_t>(hi * 16 + lo);
   }

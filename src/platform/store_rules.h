@@ -83,6 +83,9 @@ void check_non_negative(const std::optional<std::int64_t>& v, const char* name);
 // The answer to an authentication whose secret matched `key`: ok, revoked or expired at `now`.
 AuthResult auth_result(ApiKey key, UnixMillis now);
 
+// The value of a hexadecimal digit (either case), or -1.
+int hex_value(char c);
+
 // %XX escapes decoded (malformed ones kept as written); '+' becomes a space when plus_is_space
 // (query strings), not in URIs' other parts.
 std::string percent_decode(std::string_view s, bool plus_is_space);

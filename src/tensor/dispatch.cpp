@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <iterator>
 #include <mutex>
 #include <new>
 #include <stdexcept>
@@ -135,19 +136,13 @@ Registry* build_registry() {
       r->tables.push_back(build_for(c.target, c.name, c.avx_vnni));
     }
   }
-  // AMX extends the AVX3_DL kernels (which it falls back on for few tokens), with activations
-  // in tiles of 16 tokens for the types it implements.
+  // AMX extends the AVX3_DL kernels, which keep products of few tokens (decode).
   if (!r->tables.empty() && r->tables.front().name == "avx3_dl" && f.amx_tile && f.amx_int8 &&
       amx_usable()) {
-    KernelTable amx = build_for(HWY_AVX3_DL, "amx", false);
+    KernelTable amx = r->tables.front();
+    amx.name = "amx";
     std::copy(std::begin(amx.types), std::end(amx.types), std::begin(amx.few_tokens));
     amx.few_tokens_below = amx_min_tokens();
-    hwy::SetSupportedTargetsForTest(HWY_AVX3_DL);
-    fill_quant32_wide_tile_kernels(&amx);
-    const bool wide_ok = amx.hwy_target == HWY_AVX3_DL;
-    hwy::SetSupportedTargetsForTest(0);
-    if (!wide_ok) throw std::logic_error("kernel dispatch: no wide-tile AVX3_DL kernels for amx");
-    amx.hwy_target = HWY_AVX3_DL;
     fill_amx_kernels(&amx);
     r->tables.insert(r->tables.begin(), std::move(amx));
   }

@@ -184,14 +184,11 @@ void prepare_acts(const float* x, int64_t cols, int64_t t_begin, int64_t t_end,
 void fill_quant32_kernels(KernelTable* table, bool avx_vnni);
 void fill_kquant_kernels(KernelTable* table, bool avx_vnni);
 void fill_float_kernels(KernelTable* table);
-// The AVX-512 Q4_0 and Q8_0 kernels again, with activations in tiles of 16 tokens (no-op on
-// other targets).
-void fill_quant32_wide_tile_kernels(KernelTable* table);
-
 // AMX-INT8 (kernels_amx.cpp): whether the CPU has it and the OS granted this process the tile
-// state; fill_amx_kernels replaces the kernels of the types it implements in a copy of the
-// avx3_dl table (falling back to them for few tokens). amx_product_count() counts the products
-// that ran on the tile unit (for tests that must know the AMX path was taken).
+// state; fill_amx_kernels puts the tile kernels (activations in tiles of 16 tokens) in place of
+// the types it implements in a copy of the avx3_dl table, whose own kernels stay in few_tokens.
+// amx_product_count() counts the products that ran on the tile unit (for tests that must know
+// the AMX path was taken).
 bool amx_usable();
 void fill_amx_kernels(KernelTable* table);
 uint64_t amx_product_count();

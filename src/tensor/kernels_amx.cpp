@@ -30,8 +30,9 @@ namespace maas::tensor::kernels {
 
 namespace {
 
-// Below this many tokens the AVX-512 kernels are as fast (decode, small batches): the tile unit
-// needs enough tokens to amortize unpacking a panel and each tile's fixed cost.
+// Below this many tokens matmul uses the AVX-512 kernels (KernelTable::few_tokens): as fast for
+// small batches, faster for decode (their compact 8-token activation layout stays in L1). The
+// tile kernels themselves take any number of tokens.
 constexpr int64_t kAmxMinTokens = 16;
 // Tokens of an activation tile (interleaved per group of 4 quants): one B tile.
 constexpr int kTokens = 16;
@@ -40,7 +41,6 @@ constexpr int kBlock = 32;  // elements per weight block: the K of one tile prod
 constexpr int kPrefetchBlocks = 4;
 constexpr int kRing = 2;  // product buffers: the one being scaled, the one being stored
 
-GemmFn g_fallback[kSlotCount] = {};
 std::atomic<uint64_t> g_amx_products{0};
 
 // LDTILECFG's 64-byte operand (palette 1).
@@ -237,13 +237,7 @@ void product_group(const GemmArgs& g, const int8_t* a, const float* dw, int64_t 
   }
 }
 
-void gemm_amx(const GemmArgs& g, Slot slot, UnpackFn unpack) {
-  const GemmFn fallback = g_fallback[static_cast<int>(slot)];
-  if (g.n_tokens < kAmxMinTokens || g.act == nullptr || g.act->tile != kTokens ||
-      g.act->n_blocks * kBlock != g.cols) {
-    fallback(g);
-    return;
-  }
+void gemm_amx(const GemmArgs& g, UnpackFn unpack) {
   const int64_t n_blocks = g.act->n_blocks;
   auto* a = static_cast<int8_t*>(
       thread_scratch(kScratchPanel, static_cast<size_t>(n_blocks) * kRows * kBlock));
@@ -273,8 +267,8 @@ void gemm_amx(const GemmArgs& g, Slot slot, UnpackFn unpack) {
   g_amx_products.fetch_add(1, std::memory_order_relaxed);
 }
 
-void gemm_amx_q4_0(const GemmArgs& g) { gemm_amx(g, Slot::Q4_0, unpack_q4_0); }
-void gemm_amx_q8_0(const GemmArgs& g) { gemm_amx(g, Slot::Q8_0, unpack_q8_0); }
+void gemm_amx_q4_0(const GemmArgs& g) { gemm_amx(g, unpack_q4_0); }
+void gemm_amx_q8_0(const GemmArgs& g) { gemm_amx(g, unpack_q8_0); }
 
 }  // namespace
 
@@ -294,10 +288,10 @@ bool amx_usable() {
 }
 
 void fill_amx_kernels(KernelTable* table) {
+  // Activation quants in tiles of 16 tokens, the B tile's layout (the tile kernels multiply
+  // signed quants directly: no offset, so no bias).
   const auto install = [&](Slot slot, GemmFn fn) {
-    TypeKernel& k = table->types[static_cast<int>(slot)];
-    g_fallback[static_cast<int>(slot)] = k.gemm;
-    k.gemm = fn;
+    table->types[static_cast<int>(slot)] = TypeKernel{fn, ActFormat{32, 32, 0, kTokens}, kRows};
   };
   install(Slot::Q4_0, gemm_amx_q4_0);
   install(Slot::Q8_0, gemm_amx_q8_0);

@@ -22,9 +22,7 @@ namespace maas::tensor::kernels::HWY_NAMESPACE {
 
 enum class Block32 { kQ4_0, kQ4_1, kQ5_0, kQ5_1, kQ8_0 };
 
-// kTileTokens: the activation layout's token tile, kMaxTile or a multiple of it (the AMX kernels
-// want 16 tokens per tile and fall back on these kernels for few tokens).
-template <Block32 kType, bool kAvxVnni, int kTileTokens = kMaxTile>
+template <Block32 kType, bool kAvxVnni>
 struct Block32Kind {
   static constexpr int kBlockElems = 32;
   static constexpr int kSub = 32;
@@ -32,7 +30,7 @@ struct Block32Kind {
   static constexpr int kMaxChunkBlocks = 32;
   static constexpr int kPanelRows = kLanes;
   static constexpr int kMaxTokens = kMaxTile;
-  static constexpr int kActTile = kTileTokens;
+  static constexpr int kActTile = kMaxTile;
   static constexpr bool kFusedDecode = true;
   static constexpr int kBlockBytes = kType == Block32::kQ4_0   ? 18
                                      : kType == Block32::kQ4_1 ? 20
@@ -117,7 +115,7 @@ struct Block32Kind {
   // One block's contribution for tile token t (the operations of the scalar kernel, per lane).
   template <int kT>
   static HWY_INLINE void Accumulate(const VU q[8], VF d, VF m, int b,
-                                    const TokenTile<kActTile, kLanes>& tile, VF acc[kT]) {
+                                    const TokenTile<kMaxTokens, kLanes>& tile, VF acc[kT]) {
     const DI di;
     const DF df;
     VI s[kT];
@@ -143,7 +141,7 @@ struct Block32Kind {
 
   // One token without storing the chunk (see GemmPanels).
   static void Decode(const PanelRows<kLanes>& p, size_t offset, int n_blocks, int /*last_len*/,
-                     const TokenTile<kActTile, kLanes>& tile) {
+                     const TokenTile<kMaxTokens, kLanes>& tile) {
     const DF df;
     VF acc[1] = {hn::Load(df, tile.Acc(0))};
     for (int b = 0; b < n_blocks; ++b) {
@@ -157,7 +155,7 @@ struct Block32Kind {
 
   template <int kT>
   static HWY_INLINE void Compute(const Chunk& c, int n_blocks, int /*last_len*/,
-                                 const TokenTile<kActTile, kLanes>& tile) {
+                                 const TokenTile<kMaxTokens, kLanes>& tile) {
     const DU du;
     const DF df;
     VF acc[kT];
@@ -192,20 +190,6 @@ void FillVariant(KernelTable* table) {
 
 #endif  // MAAS_KERNELS_SIMD
 
-// Q4_0 and Q8_0 with activations in tiles of 16 tokens (AVX-512 targets only; see kernels_amx.cpp).
-void FillQuant32WideTile(KernelTable* table) {
-  table->hwy_target = HWY_TARGET;
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
-  constexpr int kTile = 2 * kMaxTile;
-  using Q4_0 = Block32Kind<Block32::kQ4_0, false, kTile>;
-  using Q8_0 = Block32Kind<Block32::kQ8_0, false, kTile>;
-  table->types[static_cast<int>(Slot::Q4_0)] =
-      TypeKernel{GemmPanels<Q4_0>, ActFormat{32, 32, Q4_0::kBias, kTile}, kLanes};
-  table->types[static_cast<int>(Slot::Q8_0)] =
-      TypeKernel{GemmPanels<Q8_0>, ActFormat{32, 32, Q8_0::kBias, kTile}, kLanes};
-#endif
-}
-
 void FillQuant32(KernelTable* table, bool avx_vnni) {
   table->hwy_target = HWY_TARGET;
 #if HWY_TARGET == HWY_AVX2
@@ -227,10 +211,6 @@ MAAS_END_TARGET();
 #if HWY_ONCE
 namespace maas::tensor::kernels {
 HWY_EXPORT(FillQuant32);
-HWY_EXPORT(FillQuant32WideTile);
-void fill_quant32_wide_tile_kernels(KernelTable* table) {
-  HWY_DYNAMIC_DISPATCH(FillQuant32WideTile)(table);
-}
 void fill_quant32_kernels(KernelTable* table, bool avx_vnni) {
   HWY_DYNAMIC_DISPATCH(FillQuant32)(table, avx_vnni);
 }

@@ -49,6 +49,10 @@ TEST(CliTest, ErrorsAreClearAndNonZero) {
        "garbage.gguf"},
       {{"convert", "llama2c", "a", "b", "-o", dir + "/o.gguf", "--type", "q9_9"}, "q9_9"},
       {{"nonsense-command"}, ""},
+      // Days only: a time of day, a missing Z or an impossible month is refused.
+      {{"usage", "--data-dir", dir + "/state", "--from", "2026-01-01T00:00:00Z"}, "not a day"},
+      {{"usage", "--data-dir", dir + "/state", "--to", "2026-13-01"}, "2026-13-01"},
+      {{"usage", "--data-dir", dir + "/state", "--from", "2026-1-1x"}, "2026-1-1x"},
   };
   for (const auto& c : cases) {
     auto r = maas(c.args);

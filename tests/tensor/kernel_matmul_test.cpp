@@ -9,7 +9,8 @@
 //    within float rounding only;
 //  - bit identity between targets (every target repeats the scalar kernel's operations), and
 //    batch invariance: a token's outputs are the same bits alone, inside batches of 2..17 tokens
-//    at any position, and with 1 or 2 threads.
+//    at any position, and with 1 or 2 threads;
+//  - the AMX kernels bit for bit against the scalar ones where the tile unit runs.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -513,6 +514,82 @@ TEST(KernelDispatch, ReportsFeaturesAndTargets) {
   EXPECT_EQ(kernels::active_target_name(), "scalar");
   kernels::force_target("auto");
   EXPECT_EQ(kernels::active_target_name(), targets.front());
+}
+
+// The AMX-INT8 kernels (kernels_amx.cpp) bit for bit against the scalar kernels, at the token
+// counts where the tile unit runs (16 and more): rows not a multiple of its 16-row panel, tokens
+// not a multiple of its 16-token tile, padded rows, one and two threads. A counter shows the
+// tile unit ran. Skipped without AMX.
+class AmxKernels : public KernelTargets {
+ protected:
+  void SetUp() override {
+    const std::vector<std::string> targets = kernels::available_targets();
+    if (std::find(targets.begin(), targets.end(), "amx") == targets.end()) {
+      GTEST_SKIP() << "no AMX here";
+    }
+  }
+};
+
+std::vector<float> run_on(const std::string& target, const Matrix& m, const std::vector<float>& x,
+                          int64_t n_tokens, ThreadPool* pool = nullptr) {
+  kernels::force_target(target);
+  std::vector<float> y = run(m, x, n_tokens, pool);
+  kernels::force_target("");
+  return y;
+}
+
+TEST_F(AmxKernels, MatchScalarKernelsBitForBit) {
+  std::mt19937 rng(20261129);
+  ThreadPool pool(2);
+  struct Shape {
+    int64_t rows, cols, tokens;
+  };
+  const Shape shapes[] = {{16, 32, 16}, {37, 96, 17},   {50, 2080, 40}, {33, 64, 129},
+                          {1, 32, 16},  {129, 160, 31}, {16, 4096, 48}, {70, 288, 16}};
+  for (TensorType type : {TensorType::Q4_0, TensorType::Q8_0}) {
+    for (const Shape& s : shapes) {
+      for (bool random_bytes : {true, false}) {
+        const Matrix m = make_matrix(type, s.rows, s.cols, random_bytes, s.rows % 2 ? 7 : 0, rng);
+        const std::vector<float> x = make_activations(s.tokens, s.cols, rng);
+        const std::vector<float> expected = run_on("scalar", m, x, s.tokens);
+        for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+          const uint64_t before = kernels::amx_product_count();
+          const std::vector<float> got = run_on("amx", m, x, s.tokens, p);
+          const std::string what = name(type) + " " + std::to_string(s.rows) + "x" +
+                                   std::to_string(s.cols) + ", " + std::to_string(s.tokens) +
+                                   " tokens, " + (random_bytes ? "random bytes" : "quantized") +
+                                   (p != nullptr ? ", 2 threads" : ", 1 thread");
+          EXPECT_GT(kernels::amx_product_count(), before) << what << ": the tile unit never ran";
+          ASSERT_EQ(0, std::memcmp(got.data(), expected.data(), sizeof(float) * got.size()))
+              << what;
+        }
+      }
+    }
+  }
+}
+
+// Fewer than 16 tokens go to the AVX-512 kernels; a token's outputs do not depend on whether its
+// batch was large enough for the tile unit.
+TEST_F(AmxKernels, BatchInvariantAcrossTheTileThreshold) {
+  std::mt19937 rng(7);
+  for (TensorType type : {TensorType::Q4_0, TensorType::Q8_0}) {
+    const Matrix m = make_matrix(type, 45, 256, false, 0, rng);
+    const int64_t n_tokens = 35;
+    const std::vector<float> x = make_activations(n_tokens, m.cols, rng);
+    const std::vector<float> all = run_on("amx", m, x, n_tokens);
+    for (int64_t first : {0, 5, 19, 34}) {
+      for (int64_t count : {1, 2, 15, 16}) {
+        if (first + count > n_tokens) continue;
+        const std::vector<float> part(x.begin() + first * m.cols,
+                                      x.begin() + (first + count) * m.cols);
+        const uint64_t before = kernels::amx_product_count();
+        const std::vector<float> y = run_on("amx", m, part, count);
+        EXPECT_EQ(kernels::amx_product_count() > before, count >= 16);
+        ASSERT_EQ(0, std::memcmp(y.data(), all.data() + first * m.rows, sizeof(float) * y.size()))
+            << name(type) << " tokens " << first << ".." << first + count;
+      }
+    }
+  }
 }
 
 }  // namespace
