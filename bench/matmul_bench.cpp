@@ -2,7 +2,8 @@
 //
 // Decode (1 token) streams the weights once, so it is reported as GB/s of weight bytes; the
 // matrices rotate through a 1 GiB arena so that they come from memory, not from the last-level
-// cache. Prefill (128 tokens) is reported as GFLOP/s (2 * rows * cols * tokens per product).
+// cache. Prefill (128 prompt tokens: TokenKind::kPrompt) is reported as GFLOP/s (2 * rows * cols
+// * tokens per product).
 // A read-bandwidth probe gives the machine's roofline for comparison.
 //
 //   matmul_bench [--threads=N] [--target=NAME] [--hot] [--huge] [google benchmark flags]
@@ -122,7 +123,8 @@ void BM_Matmul(benchmark::State& state, TensorType type, int64_t rows, int64_t c
   size_t next = 0;
   for (auto _ : state) {
     const tensor::MatrixView w{type, base + next * matrix_bytes, cols, rows, row_bytes};
-    tensor::matmul(w, x.data(), n_tokens, y.data(), &pool());
+    tensor::matmul(w, x.data(), n_tokens, y.data(), &pool(),
+                   n_tokens > 1 ? tensor::TokenKind::kPrompt : tensor::TokenKind::kGenerated);
     benchmark::DoNotOptimize(y.data());
     if (!g_hot) next = (next + 1) % n_matrices;
   }

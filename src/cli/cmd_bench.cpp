@@ -70,7 +70,8 @@ void bench(const BenchOptions& o) {
   const int64_t n_ctx = std::max<int64_t>(o.n_prompt, o.n_gen) + 1;
   {  // warm-up: page the weights in, start the threads
     model::Session warm(*model, n_ctx, &pool);
-    warm.eval(random_tokens(std::min(o.n_prompt > 0 ? o.n_prompt : 1, 8)));
+    warm.eval(random_tokens(std::min(o.n_prompt > 0 ? o.n_prompt : 1, 8)), nullptr,
+              tensor::TokenKind::kPrompt);
   }
   std::vector<double> pp, tg;
   for (int r = 0; r < o.reps; ++r) {
@@ -78,7 +79,7 @@ void bench(const BenchOptions& o) {
       model::Session s(*model, n_ctx, &pool);
       const auto tokens = random_tokens(o.n_prompt);
       const auto t0 = std::chrono::steady_clock::now();
-      s.eval(tokens);
+      s.eval(tokens, nullptr, tensor::TokenKind::kPrompt);
       pp.push_back(o.n_prompt / seconds_since(t0));
     }
     if (o.n_gen > 0) {

@@ -255,11 +255,20 @@ void Engine::Impl::preempt(Sequence& seq) {
   ++stats.preemptions;
 }
 
+uint64_t Engine::Impl::block_parent(const Sequence& seq, int64_t i, uint64_t parent) const {
+  const int64_t bs = config.block_size;
+  const int64_t n_prompt = std::clamp<int64_t>(seq.n_prompt - i * bs, 0, bs);
+  if (!kinds_differ || n_prompt == bs) return parent;
+  const int32_t marker = static_cast<int32_t>(-1 - n_prompt);  // token ids are never negative
+  return BlockManager::chain_hash(parent, std::span<const int32_t>(&marker, 1));
+}
+
 void Engine::Impl::publish_full_blocks(Sequence& seq) {
   const int64_t bs = config.block_size;
   const int64_t full = seq.n_computed / bs;
   for (int64_t i = seq.n_published; i < full; ++i) {
-    const uint64_t parent = i == 0 ? seq.req->root_hash : seq.hashes[static_cast<size_t>(i - 1)];
+    const uint64_t parent =
+        block_parent(seq, i, i == 0 ? seq.req->root_hash : seq.hashes[static_cast<size_t>(i - 1)]);
     std::span<const int32_t> toks(seq.tokens.data() + i * bs, static_cast<size_t>(bs));
     if (seq.hashes.size() <= static_cast<size_t>(i)) {
       seq.hashes.push_back(BlockManager::chain_hash(parent, toks));
@@ -430,6 +439,7 @@ bool Engine::Impl::step() {
                                           static_cast<size_t>(p.n));
       c.pos0 = p.seq->n_computed;
       c.block_table = p.seq->blocks;
+      c.n_prompt = std::clamp<int64_t>(p.seq->n_prompt - p.seq->n_computed, 0, p.n);
       const bool completes = p.seq->n_computed + p.n == static_cast<int64_t>(p.seq->tokens.size());
       const bool want_prompt_lp = p.seq->req->req.prompt_logprobs && p.seq->index == 0 &&
                                   p.seq->n_computed < p.seq->n_prompt;

@@ -64,7 +64,8 @@ struct Engine::Impl {
         cache(m.hparams(), n_blocks, c.block_size, c.kv_type),
         runner(m, cache, &pool),
         blocks(n_blocks, c.block_size),
-        fair(c.fair_share) {}
+        fair(c.fair_share),
+        kinds_differ(m.prompt_arithmetic_differs()) {}
 
   const model::Model& model;
   const tokenizer::Tokenizer& tok;
@@ -75,6 +76,8 @@ struct Engine::Impl {
   model::BatchRunner runner;
   BlockManager blocks;
   FairQueue fair;
+  // Whether prompt and generated tokens get different arithmetic (see block_parent).
+  bool kinds_differ = false;
 
   std::mutex inbox_mu;
   std::condition_variable inbox_cv;
@@ -119,6 +122,11 @@ struct Engine::Impl {
     return out;
   }
   void publish_full_blocks(Sequence& seq);
+  // The parent hash block i of seq (whose chain so far ends in `parent`) is published and
+  // looked up under. When prompt and generated tokens get different arithmetic
+  // (model::Model::prompt_arithmetic_differs), a block holding generated tokens is another entry
+  // than the same tokens computed as a prompt, so its count of prompt tokens goes into the key.
+  uint64_t block_parent(const Sequence& seq, int64_t i, uint64_t parent) const;
   void release_blocks(Sequence& seq);
   void preempt(Sequence& seq);
   void sample_and_emit(Sequence& seq, std::span<const float> logits,

@@ -122,10 +122,11 @@ void Engine::Impl::lookup_prefix(Sequence& seq) {
   uint64_t parent = seq.req->root_hash;
   for (int64_t i = 0; i < max_blocks; ++i) {
     std::span<const int32_t> toks(seq.tokens.data() + i * bs, static_cast<size_t>(bs));
-    auto hit = blocks.lookup(parent, toks);
+    const uint64_t key_parent = block_parent(seq, i, parent);
+    auto hit = blocks.lookup(key_parent, toks);
     if (!hit) break;
     seq.blocks.push_back(*hit);
-    parent = BlockManager::chain_hash(parent, toks);
+    parent = BlockManager::chain_hash(key_parent, toks);
     if (seq.hashes.size() <= static_cast<size_t>(i)) seq.hashes.push_back(parent);
   }
   seq.n_computed = static_cast<int64_t>(seq.blocks.size()) * bs;

@@ -145,6 +145,49 @@ void BatchRunner::attention(int64_t layer, std::span<const SeqChunk> batch) {
   }
 }
 
+bool Model::prompt_arithmetic_differs() const {
+  if (tensor::prompt_kernels_differ(output_.type)) return true;
+  for (const LayerWeights& L : layers_) {
+    for (const tensor::MatrixView* w :
+         {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) {
+      if (tensor::prompt_kernels_differ(w->type)) return true;
+    }
+  }
+  return false;
+}
+
+void BatchRunner::linear(const tensor::MatrixView& w, const float* x,
+                         std::span<const uint8_t> kinds, float* y) {
+  const auto T = static_cast<int64_t>(kinds.size());
+  const auto n_prompt = static_cast<int64_t>(std::count(kinds.begin(), kinds.end(), 1));
+  if (n_prompt == 0 || n_prompt == T || !tensor::prompt_kernels_differ(w.type)) {
+    tensor::matmul(w, x, T, y, pool_,
+                   n_prompt == T ? tensor::TokenKind::kPrompt : tensor::TokenKind::kGenerated);
+    return;
+  }
+  const auto cols = static_cast<size_t>(w.cols), rows = static_cast<size_t>(w.rows);
+  resize(split_x_, T * w.cols);
+  resize(split_y_, T * w.rows);
+  // Prompt rows first, then the generated ones, each group in row order.
+  std::vector<int64_t> order;
+  order.reserve(static_cast<size_t>(T));
+  for (uint8_t kind : {uint8_t{1}, uint8_t{0}}) {
+    for (int64_t t = 0; t < T; ++t) {
+      if (kinds[static_cast<size_t>(t)] == kind) order.push_back(t);
+    }
+  }
+  for (size_t i = 0; i < order.size(); ++i) {
+    std::copy_n(x + static_cast<size_t>(order[i]) * cols, cols, &split_x_[i * cols]);
+  }
+  tensor::matmul(w, split_x_.data(), n_prompt, split_y_.data(), pool_, tensor::TokenKind::kPrompt);
+  tensor::matmul(w, &split_x_[static_cast<size_t>(n_prompt) * cols], T - n_prompt,
+                 &split_y_[static_cast<size_t>(n_prompt) * rows], pool_,
+                 tensor::TokenKind::kGenerated);
+  for (size_t i = 0; i < order.size(); ++i) {
+    std::copy_n(&split_y_[i * rows], rows, y + static_cast<size_t>(order[i]) * rows);
+  }
+}
+
 std::span<const float> BatchRunner::run(std::span<const SeqChunk> batch,
                                         std::vector<float>* hidden) {
   const HParams& hp = model_.hparams();
@@ -156,6 +199,9 @@ std::span<const float> BatchRunner::run(std::span<const SeqChunk> batch,
     if (c.pos0 < 0) throw Error("model: negative position");
     if (c.n_logits < 0 || c.n_logits > n) {
       throw Error(fmt::format("model: {} logits asked of a chunk of {} tokens", c.n_logits, n));
+    }
+    if (c.n_prompt < 0 || c.n_prompt > n) {
+      throw Error(fmt::format("model: {} prompt tokens in a chunk of {} tokens", c.n_prompt, n));
     }
     const int64_t end = c.pos0 + n;
     if (static_cast<int64_t>(c.block_table.size()) * bs < end) {
@@ -188,11 +234,17 @@ std::span<const float> BatchRunner::run(std::span<const SeqChunk> batch,
   // Rows: every new token of every chunk, in batch order.
   row_chunk_.clear();
   row_pos_.clear();
+  row_prompt_.clear();
+  out_prompt_.clear();
   for (size_t ci = 0; ci < batch.size(); ++ci) {
-    for (size_t i = 0; i < batch[ci].tokens.size(); ++i) {
+    const SeqChunk& c = batch[ci];
+    const auto n = static_cast<int64_t>(c.tokens.size());
+    for (int64_t i = 0; i < n; ++i) {
       row_chunk_.push_back(static_cast<int32_t>(ci));
-      row_pos_.push_back(batch[ci].pos0 + static_cast<int64_t>(i));
+      row_pos_.push_back(c.pos0 + i);
+      row_prompt_.push_back(i < c.n_prompt ? 1 : 0);
     }
+    for (int64_t i = n - c.n_logits; i < n; ++i) out_prompt_.push_back(i < c.n_prompt ? 1 : 0);
   }
   // Attention jobs take rows alternately from the cheap (early) and costly (late) end, so the
   // pool's equal contiguous shares get about equal work.
@@ -231,9 +283,9 @@ std::span<const float> BatchRunner::run(std::span<const SeqChunk> batch,
       for (int64_t t = t0; t < t1; ++t)
         tensor::rms_norm(&x_[t * E], L.attn_norm.data(), E, hp.rms_eps, &xn_[t * E]);
     });
-    tensor::matmul(L.wq, xn_.data(), T, q_.data(), pool_);
-    tensor::matmul(L.wk, xn_.data(), T, k_.data(), pool_);
-    tensor::matmul(L.wv, xn_.data(), T, v_.data(), pool_);
+    linear(L.wq, xn_.data(), row_prompt_, q_.data());
+    linear(L.wk, xn_.data(), row_prompt_, k_.data());
+    linear(L.wv, xn_.data(), row_prompt_, v_.data());
     add_bias(q_.data(), L.bq, T);
     add_bias(k_.data(), L.bk, T);
     add_bias(v_.data(), L.bv, T);
@@ -257,15 +309,15 @@ std::span<const float> BatchRunner::run(std::span<const SeqChunk> batch,
       }
     });
     attention(l, batch);
-    tensor::matmul(L.wo, attn_.data(), T, proj_.data(), pool_);
+    linear(L.wo, attn_.data(), row_prompt_, proj_.data());
     for (int64_t i = 0; i < T * E; ++i) x_[i] += proj_[i];
 
     parallel_rows(T, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t)
         tensor::rms_norm(&x_[t * E], L.ffn_norm.data(), E, hp.rms_eps, &xn_[t * E]);
     });
-    tensor::matmul(L.ffn_gate, xn_.data(), T, gate_.data(), pool_);
-    tensor::matmul(L.ffn_up, xn_.data(), T, up_.data(), pool_);
+    linear(L.ffn_gate, xn_.data(), row_prompt_, gate_.data());
+    linear(L.ffn_up, xn_.data(), row_prompt_, up_.data());
     // SwiGLU, elementwise: split across the pool (each element's arithmetic is the same
     // whichever thread runs it). Single-threaded it was ~15% of a 256-token prefill step.
     parallel_rows(T, [&](int64_t t0, int64_t t1) {
@@ -273,7 +325,7 @@ std::span<const float> BatchRunner::run(std::span<const SeqChunk> batch,
         gate_[i] = tensor::silu(gate_[i]) * up_[i];
       }
     });
-    tensor::matmul(L.ffn_down, gate_.data(), T, proj_.data(), pool_);
+    linear(L.ffn_down, gate_.data(), row_prompt_, proj_.data());
     for (int64_t i = 0; i < T * E; ++i) x_[i] += proj_[i];
   }
 
@@ -293,7 +345,7 @@ std::span<const float> BatchRunner::run(std::span<const SeqChunk> batch,
     t0 += n;
   }
   logits_.resize(static_cast<size_t>(n_out * hp.n_vocab));
-  if (n_out > 0) tensor::matmul(model_.output(), xn_.data(), n_out, logits_.data(), pool_);
+  if (n_out > 0) linear(model_.output(), xn_.data(), out_prompt_, logits_.data());
   return logits_;
 }
 

@@ -71,6 +71,10 @@ class Model {
   const std::vector<LayerWeights>& layers() const { return layers_; }
   const std::vector<float>& rope_freq_factors() const { return rope_freqs_; }  // empty if none
   bool tied_output() const { return tied_; }
+  // Whether prompt tokens get other arithmetic than generated ones for some weight matrix on the
+  // CPU target in use (tensor::prompt_kernels_differ): then the KV of a token depends on its
+  // kind, which the prefix cache must keep apart.
+  bool prompt_arithmetic_differs() const;
 
  private:
   HParams hp_;
@@ -90,6 +94,9 @@ struct SeqChunk {
   int64_t pos0 = 0;                      // positions before it are already in the KV cache
   std::span<const int32_t> block_table;  // KV blocks covering positions [0, pos0 + tokens.size())
   int64_t n_logits = 1;                  // logits wanted for the last n_logits tokens
+  // How many of the leading tokens are prompt tokens (tensor::TokenKind::kPrompt); the rest were
+  // generated. A token must be of the same kind every time it is computed (see TokenKind).
+  int64_t n_prompt = 0;
 };
 
 // Runs forward steps over batches of sequences: one pass through the weights per step (the
@@ -112,6 +119,11 @@ class BatchRunner {
 
  private:
   void attention(int64_t layer, std::span<const SeqChunk> batch);
+  // y = w x for the rows of x, each with its kind's arithmetic (kinds[row]: 1 for a prompt
+  // token): one product when that is the same for every row, else one per kind, over the rows
+  // gathered together.
+  void linear(const tensor::MatrixView& w, const float* x, std::span<const uint8_t> kinds,
+              float* y);
 
   const Model& model_;
   KvCache& cache_;
@@ -119,6 +131,8 @@ class BatchRunner {
   // Per-token bookkeeping and activations of the current step.
   std::vector<int32_t> row_chunk_;
   std::vector<int64_t> row_pos_, row_order_;
+  std::vector<uint8_t> row_prompt_, out_prompt_;  // kinds of the rows and of the logit rows
+  std::vector<float> split_x_, split_y_;
   std::vector<float> x_, xn_, q_, k_, v_, attn_, proj_, gate_, up_, rope_cos_, rope_sin_, logits_;
 };
 
@@ -134,8 +148,10 @@ class Session {
   // of the last token (n_vocab floats); if all_logits is given, it receives every token's logits
   // ([tokens.size()][n_vocab]). Throws model::Error if the context would overflow or a token id
   // is out of range.
+  // `kind` says whether the tokens are a prompt or were generated (see tensor::TokenKind).
   std::span<const float> eval(std::span<const int32_t> tokens,
-                              std::vector<float>* all_logits = nullptr);
+                              std::vector<float>* all_logits = nullptr,
+                              tensor::TokenKind kind = tensor::TokenKind::kGenerated);
 
   int64_t n_past() const { return n_past_; }
   int64_t n_ctx() const { return n_ctx_; }

@@ -26,14 +26,15 @@ Session::Session(const Model& model, int64_t n_ctx, tensor::ThreadPool* pool, Kv
 Session::~Session() = default;
 
 std::span<const float> Session::eval(std::span<const int32_t> tokens,
-                                     std::vector<float>* all_logits) {
+                                     std::vector<float>* all_logits, tensor::TokenKind kind) {
   const auto T = static_cast<int64_t>(tokens.size());
   if (T == 0) throw Error("model: eval called with no tokens");
   if (n_past_ + T > n_ctx_) {
     throw Error(fmt::format("model: context overflow: {} positions used + {} new > context size {}",
                             n_past_, T, n_ctx_));
   }
-  SeqChunk chunk{tokens, n_past_, block_table_, all_logits != nullptr ? T : 1};
+  SeqChunk chunk{tokens, n_past_, block_table_, all_logits != nullptr ? T : 1,
+                 kind == tensor::TokenKind::kPrompt ? T : 0};
   const std::span<const float> out = runner_->run({&chunk, 1});
   n_past_ += T;
   const auto n_vocab = static_cast<size_t>(runner_->model().hparams().n_vocab);

@@ -144,6 +144,7 @@ Registry* build_registry() {
     std::copy(std::begin(amx.types), std::end(amx.types), std::begin(amx.few_tokens));
     amx.few_tokens_below = amx_min_tokens();
     fill_amx_kernels(&amx);
+    if (f.amx_bf16 && f.avx512bf16) fill_amx_float_kernels(&amx);
     r->tables.insert(r->tables.begin(), std::move(amx));
   }
   r->tables.push_back(build_scalar());

@@ -2,7 +2,9 @@
 //
 // The value of y[t][r] is defined by one reduction order per weight type, the same on every
 // target, so a result is bit-identical whatever the CPU target, the number of tokens, the token
-// tiling and the thread count (batch invariance; kernels_scalar.cpp is the plain statement of it):
+// tiling and the thread count (batch invariance; kernels_scalar.cpp is the plain statement of it).
+// The one exception: KernelTable::prompt, kernels for prompt tokens with their own order (the
+// amx target's F16/BF16 tile kernels), batch-invariant among themselves:
 //
 // - F32, F16, BF16: the weights widened exactly to f32 and the activations as given, summed in
 //   16 chains: column k feeds s[k % 16] = fma(w[k], x[k], s[k % 16]) in increasing k, from
@@ -136,6 +138,9 @@ struct KernelTable {
   // avx3_dl kernels with their compact activation layout, which decodes faster).
   int64_t few_tokens_below = 0;
   TypeKernel few_tokens[kSlotCount];
+  // Kernels for prompt tokens (TokenKind::kPrompt in ops.h) that sum in another order than the
+  // one above, where set (gemm != nullptr); the amx table's F16 and BF16 tile kernels.
+  TypeKernel prompt[kSlotCount];
   PrepareActsFn prepare_acts = nullptr;
   int64_t hwy_target = 0;  // the Highway target whose code filled the table (0: scalar only)
 };
@@ -192,6 +197,9 @@ void fill_float_kernels(KernelTable* table);
 bool amx_usable();
 void fill_amx_kernels(KernelTable* table);
 uint64_t amx_product_count();
+// AMX-BF16 (kernels_amx_float.cpp): F16 and BF16 weights on the tile unit, for prompt tokens
+// (KernelTable::prompt). Not in the 16-chain order above: see that file.
+void fill_amx_float_kernels(KernelTable* table);
 // Tokens from which the AMX kernels use the tile unit.
 int64_t amx_min_tokens();
 

@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "tensor/amx_tiles.h"
 #include "tensor/kernels.h"
 
 namespace maas::tensor::kernels {
@@ -43,15 +44,7 @@ constexpr int kRing = 2;  // product buffers: the one being scaled, the one bein
 
 std::atomic<uint64_t> g_amx_products{0};
 
-// LDTILECFG's 64-byte operand (palette 1).
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-static_assert(sizeof(TileConfig) == 64);
+using amx::TileConfig;
 
 // Two sets of tiles, for even and odd blocks: weights (A) 0 and 3, activations (B) 1 and 4,
 // products (C) 2 and 5.
@@ -84,19 +77,6 @@ TileConfig make_config() {
 #endif
 
 namespace {
-
-// Tile loads and stores as asm statements that name the memory they read or write (GCC's
-// intrinsics do not, and a plain "memory" clobber would force the accumulators out of
-// registers). Every tile here covers `bytes` contiguous bytes.
-#define MAAS_TILE_LOAD(tmm, ptr, stride, bytes)                                       \
-  __asm__ __volatile__("tileloadd (%1,%2,1), %%tmm" #tmm                              \
-                       :                                                              \
-                       : "m"(*reinterpret_cast<const char(*)[bytes]>(ptr)), "r"(ptr), \
-                         "r"(static_cast<long>(stride)))
-#define MAAS_TILE_STORE(tmm, ptr, stride, bytes)                      \
-  __asm__ __volatile__("tilestored %%tmm" #tmm ", (%1,%2,1)"          \
-                       : "=m"(*reinterpret_cast<char(*)[bytes]>(ptr)) \
-                       : "r"(ptr), "r"(static_cast<long>(stride)))
 
 // Unpackers: a panel's 16 rows (rows[r]; rows past the matrix repeat its last row), every block:
 // the 32 signed weight integers of row r at a[(b * 16 + r) * 32] (the integers of the block's dot
@@ -264,7 +244,7 @@ void gemm_amx(const GemmArgs& g, UnpackFn unpack) {
     }
   }
   _tile_release();
-  g_amx_products.fetch_add(1, std::memory_order_relaxed);
+  amx::count_product();
 }
 
 void gemm_amx_q4_0(const GemmArgs& g) { gemm_amx(g, unpack_q4_0); }
@@ -296,6 +276,10 @@ void fill_amx_kernels(KernelTable* table) {
   install(Slot::Q4_0, gemm_amx_q4_0);
   install(Slot::Q8_0, gemm_amx_q8_0);
 }
+
+namespace amx {
+void count_product() { g_amx_products.fetch_add(1, std::memory_order_relaxed); }
+}  // namespace amx
 
 uint64_t amx_product_count() { return g_amx_products.load(std::memory_order_relaxed); }
 

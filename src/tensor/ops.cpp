@@ -71,7 +71,13 @@ void check_matrix(const MatrixView& w, const float* x, int64_t n_tokens, const f
 
 }  // namespace
 
-void matmul(const MatrixView& w, const float* x, int64_t n_tokens, float* y, ThreadPool* pool) {
+bool prompt_kernels_differ(gguf::TensorType type) {
+  const int slot = kernels::slot_of(type);
+  return slot >= 0 && kernels::active().prompt[slot].gemm != nullptr;
+}
+
+void matmul(const MatrixView& w, const float* x, int64_t n_tokens, float* y, ThreadPool* pool,
+            TokenKind kind) {
   check_matrix(w, x, n_tokens, y);
   if (n_tokens == 0 || w.rows == 0) return;
   if (w.cols == 0) {
@@ -82,7 +88,9 @@ void matmul(const MatrixView& w, const float* x, int64_t n_tokens, float* y, Thr
       w.row_bytes <= kernels::kMaxVectorRowBytes ? kernels::active() : kernels::scalar_table();
   const int slot = kernels::slot_of(w.type);
   const kernels::TypeKernel& kernel =
-      n_tokens < table.few_tokens_below ? table.few_tokens[slot] : table.types[slot];
+      kind == TokenKind::kPrompt && table.prompt[slot].gemm != nullptr ? table.prompt[slot]
+      : n_tokens < table.few_tokens_below                              ? table.few_tokens[slot]
+                                                                       : table.types[slot];
   const double work =
       static_cast<double>(w.rows) * static_cast<double>(w.cols) * static_cast<double>(n_tokens);
   const bool parallel = pool != nullptr && pool->size() > 1 && work >= kParallelMinWork;

@@ -21,13 +21,27 @@ struct MatrixView {
   size_t row_bytes = 0;
 };
 
+// What the tokens of a product are. Prompt tokens (prefill) may get kernels that are much faster
+// for many tokens but sum in another order (on CPUs with AMX, F16 and BF16 weights go to the
+// bf16 tile unit); generated tokens, one per sequence and step, always get the kernels of
+// kernels.h. Each kind's results are bit-identical for any n_tokens and thread count, so a
+// token's result does not depend on its batch as long as its kind does not: the forward pass
+// computes a prompt's tokens as kPrompt and generated tokens as kGenerated, always.
+enum class TokenKind { kGenerated, kPrompt };
+
 // y[t][r] = sum_c w[r][c] * x[t][c] for t < n_tokens. x is [n_tokens][cols], y [n_tokens][rows].
 // Rows are split across the pool's threads (pool may be null: run on the caller; small products
 // always do). For quantized weights the activations are first quantized to int8 (one scale per 32
 // or 256 elements), as llama.cpp does; float weights use the activations as given. Results are
-// bit-identical for any n_tokens, thread count and CPU target (see kernels.h). Throws
-// std::invalid_argument for a type without kernel or inconsistent sizes.
-void matmul(const MatrixView& w, const float* x, int64_t n_tokens, float* y, ThreadPool* pool);
+// bit-identical for any n_tokens, thread count and (for kGenerated, and kPrompt unless
+// prompt_kernels_differ) CPU target (see kernels.h). Throws std::invalid_argument for a type
+// without kernel or inconsistent sizes.
+void matmul(const MatrixView& w, const float* x, int64_t n_tokens, float* y, ThreadPool* pool,
+            TokenKind kind = TokenKind::kGenerated);
+
+// Whether kPrompt products of this weight type use other kernels than kGenerated ones on the
+// CPU target in use (and so give slightly different sums).
+bool prompt_kernels_differ(gguf::TensorType type);
 
 // Dequantizes row r of w into out (w.cols floats).
 void get_row(const MatrixView& w, int64_t r, float* out);

@@ -34,6 +34,26 @@ inline const StoriesModel& stories() {
   return m;
 }
 
+// The same model with F16 matrices: on CPUs with AMX-BF16 its prompt tokens get the tile
+// unit's arithmetic, its generated tokens the 16-chain one (tensor::TokenKind).
+inline const StoriesModel& stories_f16() {
+  static const StoriesModel m = [] {
+    const std::string dir = shared_dir() + "/models/stories260K";
+    const std::string f32 = scratch_dir() + "/stories260K-f32.gguf";
+    const std::string out = scratch_dir() + "/stories260K-f16.gguf";
+    convert::llama2c_to_gguf(dir + "/stories260K.bin", dir + "/tok512.bin", f32, {});
+    convert::QuantizeOptions q;
+    q.type = "f16";
+    convert::quantize_model(f32, out, q);
+    StoriesModel s;
+    s.file = std::make_unique<gguf::File>(gguf::File::open(out));
+    s.model = model::Model::load(*s.file);
+    s.tok = tokenizer::Tokenizer::from_gguf(*s.file);
+    return s;
+  }();
+  return m;
+}
+
 struct Result {
   std::vector<int32_t> tokens;
   std::vector<engine::TokenOutput> outputs;

@@ -40,10 +40,11 @@ struct Loaded {
   std::unique_ptr<model::Model> model;
 };
 
-Loaded load(const RandomModelSpec& spec, const std::string& name) {
+Loaded load(const RandomModelSpec& spec, const std::string& name,
+            gguf::TensorType matrix_type = gguf::TensorType::F32) {
   Loaded l{make_random_model(spec), {}, {}};
   gguf::Writer w;
-  l.rm.write(w);
+  l.rm.write(w, matrix_type);
   const std::string path = scratch_dir() + "/" + name + ".gguf";
   w.write(path);
   l.file = std::make_unique<gguf::File>(gguf::File::open(path));
@@ -146,6 +147,93 @@ INSTANTIATE_TEST_SUITE_P(KvTypesAndThreads, BatchInvarianceTest,
                            return std::string(model::kv_type_name(std::get<0>(info.param))) + "_t" +
                                   std::to_string(std::get<1>(info.param));
                          });
+
+// Prompt tokens may get other arithmetic than generated ones (tensor::TokenKind: with F16
+// matrices on a CPU with AMX-BF16, prompts run on the tile unit). A token's logits must depend
+// only on its sequence and its kind: sequences whose first P tokens are a prompt, run in random
+// chunks (some straddling the end of the prompt, as when a preempted sequence is recomputed)
+// mixed with other sequences, equal a solo run that computes the prompt as kPrompt and the rest
+// as kGenerated, one token at a time.
+TEST(TokenKindTest, EveryTokenEqualsItsSoloRunOfTheSameKind) {
+  Loaded l = load(batch_spec(), "kinds", gguf::TensorType::F16);
+  const int64_t V = l.rm.spec.vocab;
+  tensor::ThreadPool pool(2);
+  std::mt19937 rng(77);
+  const int n_seqs = 5;
+  std::vector<std::vector<int32_t>> seqs(n_seqs);
+  std::vector<size_t> n_prompt(n_seqs);
+  std::vector<std::vector<std::vector<float>>> solo(n_seqs);
+  for (int s = 0; s < n_seqs; ++s) {
+    seqs[s].resize(8 + rng() % 40);
+    for (auto& t : seqs[s]) t = static_cast<int32_t>(rng() % V);
+    n_prompt[s] = 1 + rng() % (seqs[s].size() - 1);
+    model::Session solo_run(*l.model, static_cast<int64_t>(seqs[s].size()), &pool, KvType::F32);
+    for (size_t i = 0; i < seqs[s].size(); ++i) {
+      auto lg = solo_run.eval(
+          {&seqs[s][i], 1}, nullptr,
+          i < n_prompt[s] ? tensor::TokenKind::kPrompt : tensor::TokenKind::kGenerated);
+      solo[s].emplace_back(lg.begin(), lg.end());
+    }
+  }
+  if (l.model->prompt_arithmetic_differs()) {
+    // The kinds really differ here: the first sequence's prompt as generated tokens.
+    model::Session other(*l.model, static_cast<int64_t>(seqs[0].size()), &pool, KvType::F32);
+    bool any_differs = false;
+    for (size_t i = 0; i < n_prompt[0]; ++i) {
+      auto lg = other.eval({&seqs[0][i], 1});
+      any_differs = any_differs || std::memcmp(lg.data(), solo[0][i].data(), V * 4) != 0;
+    }
+    EXPECT_TRUE(any_differs);
+  }
+
+  const int32_t bs = 8;
+  model::KvCache cache(l.model->hparams(), 64, bs, KvType::F32);
+  std::vector<std::vector<int32_t>> tables(n_seqs);
+  int32_t next_id = 0;
+  for (int s = 0; s < n_seqs; ++s) {
+    for (size_t b = 0; b < (seqs[s].size() + bs - 1) / bs; ++b) tables[s].push_back(next_id++);
+  }
+  ASSERT_LE(next_id, 64);
+  model::BatchRunner runner(*l.model, cache, &pool);
+  std::vector<size_t> done(n_seqs, 0);
+  for (int steps = 0;; ++steps) {
+    std::vector<int> members;
+    for (int s = 0; s < n_seqs; ++s) {
+      if (done[s] < seqs[s].size() && rng() % 4 != 0) members.push_back(s);
+    }
+    bool all_done = true;
+    for (int s = 0; s < n_seqs; ++s) all_done = all_done && done[s] == seqs[s].size();
+    if (all_done) break;
+    std::shuffle(members.begin(), members.end(), rng);
+    std::vector<model::SeqChunk> batch;
+    for (int s : members) {
+      // Prompts in chunks of up to 12, generated tokens mostly one at a time.
+      const size_t room = seqs[s].size() - done[s];
+      const size_t n =
+          std::min<size_t>(done[s] < n_prompt[s] ? 1 + rng() % 12 : 1 + rng() % 2, room);
+      model::SeqChunk c;
+      c.tokens = std::span<const int32_t>(seqs[s].data() + done[s], n);
+      c.pos0 = static_cast<int64_t>(done[s]);
+      c.block_table = tables[s];
+      c.n_logits = static_cast<int64_t>(n);
+      c.n_prompt =
+          static_cast<int64_t>(std::min(n, n_prompt[s] > done[s] ? n_prompt[s] - done[s] : 0));
+      batch.push_back(c);
+    }
+    if (batch.empty()) continue;
+    auto logits = runner.run(batch);
+    size_t row = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      const int s = members[i];
+      for (size_t t = 0; t < batch[i].tokens.size(); ++t, ++row) {
+        ASSERT_EQ(0, std::memcmp(logits.data() + row * V, solo[s][done[s] + t].data(), V * 4))
+            << "sequence " << s << " position " << done[s] + t << " (prompt of " << n_prompt[s]
+            << ") step " << steps;
+      }
+      done[s] += batch[i].tokens.size();
+    }
+  }
+}
 
 TEST(KvTypeTest, StoredTypesStayCloseToTheFloat64Reference) {
   Loaded l = load(batch_spec(), "kvtypes");

@@ -36,6 +36,7 @@ namespace maas::tensor {
 namespace {
 
 using gguf::TensorType;
+using tensor::TokenKind;
 
 const TensorType kAllTypes[] = {
     TensorType::F32,  TensorType::F16,  TensorType::BF16, TensorType::Q4_0, TensorType::Q4_1,
@@ -203,9 +204,10 @@ Reference reference(const Matrix& m, const std::vector<float>& x, int64_t n_toke
 }
 
 std::vector<float> run(const Matrix& m, const std::vector<float>& x, int64_t n_tokens,
-                       ThreadPool* pool = nullptr, int64_t first_token = 0) {
+                       ThreadPool* pool = nullptr, int64_t first_token = 0,
+                       TokenKind kind = TokenKind::kGenerated) {
   std::vector<float> y(static_cast<size_t>(n_tokens * m.rows), -1.0f);
-  matmul(m.view(), x.data() + first_token * m.cols, n_tokens, y.data(), pool);
+  matmul(m.view(), x.data() + first_token * m.cols, n_tokens, y.data(), pool, kind);
   return y;
 }
 
@@ -283,6 +285,7 @@ TEST_F(KernelTargets, SmallShapes) {
   }
 }
 
+// For each kind of token (ops.h: prompt tokens may get other kernels than generated ones).
 TEST_F(KernelTargets, BatchInvariance) {
   std::mt19937 rng(7);
   ThreadPool one(1), two(2);
@@ -292,20 +295,24 @@ TEST_F(KernelTargets, BatchInvariance) {
       const int64_t rows = 45, cols = test_cols(type), n_tokens = 17;
       const Matrix m = make_matrix(type, rows, cols, true, 0, rng);
       const std::vector<float> x = make_activations(n_tokens, cols, rng);
-      const std::vector<float> all = run(m, x, n_tokens);
-      // Every batch size, at a position that varies with the size.
-      for (int64_t size = 1; size <= n_tokens; ++size) {
-        const int64_t first = (size * 5) % (n_tokens - size + 1);
-        const std::vector<float> part = run(m, x, size, nullptr, first);
-        EXPECT_EQ(0, std::memcmp(part.data(), &all[static_cast<size_t>(first * rows)],
-                                 sizeof(float) * part.size()))
-            << name(type) << " on " << target << ": batch of " << size << " at " << first;
-      }
-      // Thread counts (the matrix is big enough for the pool to split it).
-      for (ThreadPool* pool : {&one, &two}) {
-        const std::vector<float> threaded = run(m, x, n_tokens, pool);
-        EXPECT_EQ(0, std::memcmp(threaded.data(), all.data(), sizeof(float) * all.size()))
-            << name(type) << " on " << target << " with " << pool->size() << " threads";
+      for (TokenKind kind : {TokenKind::kGenerated, TokenKind::kPrompt}) {
+        const std::string what = name(type) + " on " + target +
+                                 (kind == TokenKind::kPrompt ? ", prompt" : ", generated");
+        const std::vector<float> all = run(m, x, n_tokens, nullptr, 0, kind);
+        // Every batch size, at a position that varies with the size.
+        for (int64_t size = 1; size <= n_tokens; ++size) {
+          const int64_t first = (size * 5) % (n_tokens - size + 1);
+          const std::vector<float> part = run(m, x, size, nullptr, first, kind);
+          EXPECT_EQ(0, std::memcmp(part.data(), &all[static_cast<size_t>(first * rows)],
+                                   sizeof(float) * part.size()))
+              << what << ": batch of " << size << " at " << first;
+        }
+        // Thread counts (the matrix is big enough for the pool to split it).
+        for (ThreadPool* pool : {&one, &two}) {
+          const std::vector<float> threaded = run(m, x, n_tokens, pool, 0, kind);
+          EXPECT_EQ(0, std::memcmp(threaded.data(), all.data(), sizeof(float) * all.size()))
+              << what << " with " << pool->size() << " threads";
+        }
       }
     }
   }
@@ -590,6 +597,131 @@ TEST_F(AmxKernels, BatchInvariantAcrossTheTileThreshold) {
       }
     }
   }
+}
+
+// The AMX-BF16 prompt kernels (kernels_amx_float.cpp), recomputed from Intel's statement of
+// TDPBF16PS (SDM): per output, C = C + (e0 + e1) per instruction, e0 and e1 fused multiply-add
+// chains from +0 over the even and odd elements of its 16 pairs, f32, round to nearest even,
+// denormal inputs read as zero and denormal results flushed. The operands are the bf16 parts of
+// the weights (hi: the low 16 bits cleared, lo = w - hi for F16) and of the activations
+// (xh = bf16(x), xl = bf16(x - xh), rounded to nearest even), per 32 columns in the order
+// hi.xh, hi.xl, lo.xh, lo.xl.
+float flush(float v) { return std::fpclassify(v) == FP_SUBNORMAL ? std::copysign(0.0f, v) : v; }
+
+float bf16_nearest_even(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+
+float bf16_truncate(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  u &= 0xFFFF0000u;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+
+float tile_unit_sum(const double* w, const float* x, int64_t cols, bool f16) {
+  const int64_t padded = (cols + 31) / 32 * 32;
+  std::vector<float> hi(static_cast<size_t>(padded), 0.0f), lo = hi, xh = hi, xl = hi;
+  for (int64_t c = 0; c < cols; ++c) {
+    const auto i = static_cast<size_t>(c);
+    const auto wf = static_cast<float>(w[c]);
+    hi[i] = f16 ? bf16_truncate(wf) : wf;
+    lo[i] = wf - hi[i];
+    xh[i] = bf16_nearest_even(x[c]);
+    xl[i] = bf16_nearest_even(x[c] - xh[i]);
+  }
+  const std::vector<float>* parts[4][2] = {{&hi, &xh}, {&hi, &xl}, {&lo, &xh}, {&lo, &xl}};
+  float c_acc = 0.0f;
+  for (int64_t chunk = 0; chunk < padded / 32; ++chunk) {
+    for (int q = 0; q < (f16 ? 4 : 2); ++q) {
+      const std::vector<float>& a = *parts[q][0];
+      const std::vector<float>& b = *parts[q][1];
+      float e[2] = {0.0f, 0.0f};
+      for (int64_t k = 0; k < 16; ++k) {
+        for (int el = 0; el < 2; ++el) {
+          const auto i = static_cast<size_t>(chunk * 32 + 2 * k + el);
+          e[el] = flush(std::fma(flush(a[i]), flush(b[i]), e[el]));
+        }
+      }
+      c_acc = flush(c_acc + flush(e[0] + e[1]));
+    }
+  }
+  return c_acc;
+}
+
+TEST_F(AmxKernels, PromptFloatKernelsFollowTheTileUnitsArithmetic) {
+  if (!prompt_kernels_differ(TensorType::F16) || !prompt_kernels_differ(TensorType::BF16)) {
+    GTEST_SKIP() << "no AMX-BF16 here";
+  }
+  std::mt19937 rng(20261130);
+  ThreadPool pool(2);
+  struct Shape {
+    int64_t rows, cols, tokens;
+  };
+  // Rows not a multiple of 16, columns not a multiple of 32, token tiles not full, more than the
+  // 4 token tiles held at once, and K-blocks (70 tokens of 4100 columns take three).
+  const Shape shapes[] = {{16, 32, 1}, {37, 531, 13},  {50, 2080, 40}, {33, 64, 129},
+                          {1, 3, 2},   {129, 160, 17}, {70, 4100, 70}, {20, 100, 16}};
+  for (TensorType type : {TensorType::F16, TensorType::BF16}) {
+    for (const Shape& sh : shapes) {
+      const Matrix m = make_matrix(type, sh.rows, sh.cols, false, sh.rows % 2 ? 6 : 0, rng);
+      const std::vector<float> x = make_activations(sh.tokens, sh.cols, rng);
+      std::vector<float> want(static_cast<size_t>(sh.tokens * sh.rows));
+      for (int64_t t = 0; t < sh.tokens; ++t) {
+        for (int64_t r = 0; r < sh.rows; ++r) {
+          want[static_cast<size_t>(t * sh.rows + r)] =
+              tile_unit_sum(&m.dequantized[static_cast<size_t>(r * sh.cols)],
+                            &x[static_cast<size_t>(t * sh.cols)], sh.cols, type == TensorType::F16);
+        }
+      }
+      const Reference ref = reference(m, x, sh.tokens);
+      for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+        kernels::force_target("amx");
+        const uint64_t before = kernels::amx_product_count();
+        const std::vector<float> got = run(m, x, sh.tokens, p, 0, TokenKind::kPrompt);
+        const std::string what = name(type) + " " + std::to_string(sh.rows) + "x" +
+                                 std::to_string(sh.cols) + ", " + std::to_string(sh.tokens) +
+                                 " tokens" + (p != nullptr ? ", 2 threads" : "");
+        EXPECT_GT(kernels::amx_product_count(), before) << what << ": the tile unit never ran";
+        for (size_t i = 0; i < got.size(); ++i) {
+          ASSERT_EQ(0, std::memcmp(&got[i], &want[i], sizeof(float)))
+              << what << " [" << i / static_cast<size_t>(sh.rows) << "]["
+              << i % static_cast<size_t>(sh.rows) << "] = " << got[i] << ", the SDM's arithmetic "
+              << want[i];
+          // And close to the exact sum: 16-bit activations (2^-17 each part left out) and one
+          // f32 rounding per instruction and chain step (first order).
+          const double chain = static_cast<double>((sh.cols + 31) / 32 * 4 + 18);
+          double abs_wx = 0;
+          for (int64_t c = 0; c < sh.cols; ++c) {
+            abs_wx += std::fabs(m.dequantized[static_cast<size_t>((i % sh.rows) * sh.cols + c)] *
+                                x[static_cast<size_t>(i / sh.rows * sh.cols + c)]);
+          }
+          EXPECT_LE(std::fabs(got[i] - ref.exact[i]), (0x1p-16 + chain * 0x1p-24) * abs_wx + 1e-30)
+              << what << " [" << i << "]";
+        }
+      }
+    }
+  }
+}
+
+// Generated tokens keep the 16-chain kernels on the amx target: its float products of one kind
+// equal the avx3_dl target's, and prompt products differ from them somewhere.
+TEST_F(AmxKernels, GeneratedTokensKeepTheChainOrder) {
+  if (!prompt_kernels_differ(TensorType::F16)) GTEST_SKIP() << "no AMX-BF16 here";
+  std::mt19937 rng(5);
+  const Matrix m = make_matrix(TensorType::F16, 40, 700, false, 0, rng);
+  const std::vector<float> x = make_activations(20, 700, rng);
+  kernels::force_target("avx3_dl");
+  const std::vector<float> chains = run(m, x, 20);
+  kernels::force_target("amx");
+  EXPECT_EQ(0, std::memcmp(run(m, x, 20).data(), chains.data(), sizeof(float) * chains.size()));
+  EXPECT_NE(0, std::memcmp(run(m, x, 20, nullptr, 0, TokenKind::kPrompt).data(), chains.data(),
+                           sizeof(float) * chains.size()));
 }
 
 }  // namespace
