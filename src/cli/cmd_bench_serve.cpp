@@ -29,7 +29,7 @@ struct BenchServeOptions {
   int fair_chunk = engine::EngineConfig{}.fair_prompt_chunk;
   double fair_step_ms = engine::EngineConfig{}.fair_step_ms;
   std::string kv_type = "f16";
-  bool no_prefix_cache = false, json = false, no_mmap = false;
+  bool no_prefix_cache = false, json = false, mmap = false;
   // --fairness: tenant b's `fair_clients` closed-loop clients send `requests_per_client` each,
   // alone and then while tenant a keeps `load_requests` in flight.
   bool fairness = false, no_fair_share = false;
@@ -336,7 +336,7 @@ void bench_fairness(const BenchServeOptions& o, engine::Engine& eng,
 
 void bench_serve(const BenchServeOptions& o) {
   auto file =
-      gguf::File::open(o.model_path, o.no_mmap ? gguf::File::Load::Copy : gguf::File::Load::Map);
+      gguf::File::open(o.model_path, o.mmap ? gguf::File::Load::Map : gguf::File::Load::Copy);
   auto tok = tokenizer::Tokenizer::from_gguf(file);
   auto model = model::Model::load(file);
   engine::EngineConfig config;
@@ -381,8 +381,9 @@ void add_bench_serve_command(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--kv-type", o->kv_type, "KV cache storage: f16, q8_0 or f32");
   cmd->add_flag("--no-prefix-cache", o->no_prefix_cache, "Disable prefix caching");
-  cmd->add_flag("--no-mmap", o->no_mmap,
-                "Read the weights into memory instead of mapping the file");
+  cmd->add_flag("--mmap,!--no-mmap", o->mmap,
+                "Map the file's pages instead of reading the weights into memory (huge pages): "
+                "loads faster, shares the page cache, decodes slower");
   cmd->add_flag("--json", o->json, "Also print one JSON object on the last line");
   cmd->add_flag("--fairness", o->fairness,
                 "Tenant b's TTFT alone and while tenant a floods the engine (--requests per b "

@@ -44,14 +44,14 @@ struct RunOptions {
   int threads = 0;
   int64_t n_ctx = 0;
   std::string kv_type = "f16";
-  bool no_mmap = false;
+  bool mmap = false;
 };
 
 // Generation goes through the serving engine (one request, driven on this thread), the same
 // path the server uses.
 void run(const RunOptions& o) {
   auto file =
-      gguf::File::open(o.model_path, o.no_mmap ? gguf::File::Load::Copy : gguf::File::Load::Map);
+      gguf::File::open(o.model_path, o.mmap ? gguf::File::Load::Map : gguf::File::Load::Copy);
   auto tok = tokenizer::Tokenizer::from_gguf(file);
   auto model = model::Model::load(file);
   if (tok->n_vocab() != model->hparams().n_vocab) {
@@ -145,8 +145,9 @@ void add_run_command(CLI::App& app, int& exit_code) {
   cmd->add_option("-c,--ctx-size", o->n_ctx, "Context size (0: the model's)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--kv-type", o->kv_type, "KV cache storage: f16, q8_0 or f32");
-  cmd->add_flag("--no-mmap", o->no_mmap,
-                "Read the weights into memory instead of mapping the file");
+  cmd->add_flag("--mmap,!--no-mmap", o->mmap,
+                "Map the file's pages instead of reading the weights into memory (huge pages): "
+                "loads faster, shares the page cache, decodes slower");
   cmd->add_flag("--echo", o->echo, "Print the prompt before the continuation");
   cmd->add_flag("--stats", o->stats, "Print prompt and decode speed to stderr at the end");
   cmd->callback([o, &exit_code] {
