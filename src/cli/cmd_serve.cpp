@@ -31,6 +31,8 @@ struct ServeOptions {
   int max_running = 32, token_budget = 256;
   int64_t ctx_size = 0;
   size_t max_waiting = 256;
+  int fair_chunk = engine::EngineConfig{}.fair_prompt_chunk;
+  double fair_step_ms = engine::EngineConfig{}.fair_step_ms;
   double shutdown_timeout = 30;
   bool no_prefix_cache = false;
   bool mmap = false;
@@ -74,6 +76,8 @@ int serve(const ServeOptions& o) {
   ec.kv_type = model::kv_type_from_name(o.kv_type);
   ec.prefix_cache = !o.no_prefix_cache;
   ec.max_waiting = o.max_waiting;
+  ec.fair_prompt_chunk = o.fair_chunk;
+  ec.fair_step_ms = o.fair_step_ms;
   ec.threads = o.threads;
 
   server::ApiConfig ac;
@@ -247,6 +251,13 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("-c,--ctx-size", o->ctx_size, "Context size (0: the model's)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-waiting", o->max_waiting, "Queued requests before 429 (0: unbounded)");
+  cmd->add_option("--fair-chunk", o->fair_chunk,
+                  "Fewest prompt tokens of a short step (led by a tenant ahead of another or "
+                  "flooding the engine; 0: no short steps)")
+      ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--fair-step-ms", o->fair_step_ms,
+                  "Target duration of a short step (0: --fair-chunk tokens exactly)")
+      ->check(CLI::Range(0.0, 1e6));
   cmd->add_option("--shutdown-timeout", o->shutdown_timeout,
                   "Seconds in-flight requests get to finish on SIGTERM")
       ->check(CLI::NonNegativeNumber);

@@ -33,7 +33,8 @@ bool ModelSpec::same_instance(const ModelSpec& o) const {
          a.token_budget == b.token_budget && a.max_context == b.max_context &&
          a.kv_memory == b.kv_memory && a.block_size == b.block_size && a.kv_type == b.kv_type &&
          a.prefix_cache == b.prefix_cache && a.max_waiting == b.max_waiting &&
-         a.threads == b.threads;
+         a.threads == b.threads && a.fair_prompt_chunk == b.fair_prompt_chunk &&
+         a.fair_step_ms == b.fair_step_ms;
 }
 
 void ModelSpec::stamp_file() {
@@ -139,6 +140,17 @@ class Reader {
     const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
     if (ec != std::errc() || end != s.data() + s.size() || s.empty()) {
       fail(n, key, fmt::format("must be an integer, not '{}'", s));
+    }
+    if (v < lo || v > hi) fail(n, key, fmt::format("must be between {} and {}", lo, hi));
+    return v;
+  }
+  double number(const YAML::Node& n, const std::string& key, double lo, double hi) const {
+    if (!n.IsScalar()) fail(n, key, "must be a number");
+    const std::string& s = n.Scalar();
+    double v = 0;
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || end != s.data() + s.size() || s.empty() || !std::isfinite(v)) {
+      fail(n, key, fmt::format("must be a number, not '{}'", s));
     }
     if (v < lo || v > hi) fail(n, key, fmt::format("must be between {} and {}", lo, hi));
     return v;
@@ -342,6 +354,10 @@ ModelSpec parse_model(const Reader& r, const YAML::Node& node, size_t index,
       spec.engine.max_waiting = static_cast<size_t>(r.integer(v, key, 0, 10000000));
     } else if (k == "prefix_cache") {
       spec.engine.prefix_cache = r.boolean(v, key);
+    } else if (k == "fair_prompt_chunk") {
+      spec.engine.fair_prompt_chunk = static_cast<int32_t>(r.integer(v, key, 0, 1 << 20));
+    } else if (k == "fair_step_ms") {
+      spec.engine.fair_step_ms = r.number(v, key, 0.0, 1e6);
     } else if (k == "mmap") {
       spec.copy_weights = !r.boolean(v, key);
     } else if (k == "defaults") {
@@ -350,7 +366,7 @@ ModelSpec parse_model(const Reader& r, const YAML::Node& node, size_t index,
       r.fail(kv.first, key,
              "is not a model setting (known: id, path, aliases, load, idle_unload, "
              "context_size, threads, kv_memory, kv_type, max_running, token_budget, "
-             "max_waiting, prefix_cache, mmap, defaults)");
+             "max_waiting, prefix_cache, fair_prompt_chunk, fair_step_ms, mmap, defaults)");
     }
   }
   if (spec.id.empty()) r.fail(node, prefix + ".id", "is required");

@@ -49,6 +49,8 @@ TEST(CliTest, ErrorsAreClearAndNonZero) {
        "garbage.gguf"},
       {{"convert", "llama2c", "a", "b", "-o", dir + "/o.gguf", "--type", "q9_9"}, "q9_9"},
       {{"nonsense-command"}, ""},
+      {{"serve", "--fair-chunk", "-1"}, "fair-chunk"},
+      {{"serve", "--fair-step-ms", "soon"}, "fair-step-ms"},
       // Days only: a time of day, a missing Z or an impossible month is refused.
       {{"usage", "--data-dir", dir + "/state", "--from", "2026-01-01T00:00:00Z"}, "not a day"},
       {{"usage", "--data-dir", dir + "/state", "--to", "2026-13-01"}, "2026-13-01"},

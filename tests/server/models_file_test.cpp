@@ -55,6 +55,8 @@ models:
     token_budget: 512
     max_waiting: 100
     prefix_cache: false
+    fair_prompt_chunk: 48
+    fair_step_ms: 62.5
     mmap: false
     defaults:
       temperature: 0.7
@@ -87,6 +89,8 @@ models:
   EXPECT_EQ(m.engine.token_budget, 512);
   EXPECT_EQ(m.engine.max_waiting, 100u);
   EXPECT_FALSE(m.engine.prefix_cache);
+  EXPECT_EQ(m.engine.fair_prompt_chunk, 48);
+  EXPECT_EQ(m.engine.fair_step_ms, 62.5);
   EXPECT_TRUE(m.copy_weights);
   EXPECT_EQ(m.origin, "m.yaml:6");
   EXPECT_EQ(m.file_size, 1u);
@@ -105,7 +109,7 @@ models:
   EXPECT_TRUE(s.aliases.empty());
   EXPECT_EQ(s.idle_unload, 0ms);
   EXPECT_EQ(s.file_size, 2u);
-  EXPECT_EQ(s.origin, "m.yaml:29");
+  EXPECT_EQ(s.origin, "m.yaml:31");
 }
 
 TEST(ModelsFile, ReadsAFileWithPathsRelativeToIt) {
@@ -148,6 +152,10 @@ TEST(ModelsFile, EveryMistakeNamesTheFileLineAndKey) {
       {m0 + "    temprature: 1\n", "m.yaml:4:5", "models[0].temprature: is not a model setting"},
       {m0 + "    max_running: many\n", "m.yaml:4:18", "models[0].max_running: must be an integer"},
       {m0 + "    max_running: 0\n", "m.yaml:4:18", "models[0].max_running: must be between 1"},
+      {m0 + "    fair_step_ms: -1\n", "m.yaml:4:19", "models[0].fair_step_ms: must be between 0"},
+      {m0 + "    fair_step_ms: fast\n", "m.yaml:4:19", "models[0].fair_step_ms: must be a number"},
+      {m0 + "    fair_prompt_chunk: 1.5\n", "m.yaml:4:24",
+       "models[0].fair_prompt_chunk: must be an integer"},
       {m0 + "    threads: 1.5\n", "m.yaml:4:14", "models[0].threads: must be an integer"},
       {m0 + "    context_size: -1\n", "m.yaml:4:19", "models[0].context_size: must be between"},
       {m0 + "    kv_memory: 12X\n", "m.yaml:4:16",
@@ -250,6 +258,8 @@ TEST(ModelsFile, WhatCountsAsAChangedInstance) {
   EXPECT_TRUE(changed([](ModelSpec& s) { s.engine.kv_type = model::KvType::F32; }));
   EXPECT_TRUE(changed([](ModelSpec& s) { s.engine.prefix_cache = false; }));
   EXPECT_TRUE(changed([](ModelSpec& s) { s.engine.max_waiting = 1; }));
+  EXPECT_TRUE(changed([](ModelSpec& s) { s.engine.fair_prompt_chunk = 1; }));
+  EXPECT_TRUE(changed([](ModelSpec& s) { s.engine.fair_step_ms = 1; }));
   EXPECT_TRUE(changed([](ModelSpec& s) { s.copy_weights = true; }));
   // Rewriting the file in place (another size) counts as a change once re-read.
   test::write_file(d.path + "/one.gguf", "rewritten");
