@@ -145,9 +145,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("-t,--threads", o->threads, "Threads (0: all cores)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("-r,--reps", o->reps, "Repetitions")->check(CLI::PositiveNumber);
-  cmd->add_flag("--mmap,!--no-mmap", o->mmap,
-                "Map the file's pages instead of reading the weights into memory (huge pages): "
-                "loads faster, shares the page cache, decodes slower");
+  add_mmap_option(cmd, &o->mmap);
   cmd->add_flag("--json", o->json, "Also print one JSON object on the last line");
   cmd->add_flag("--no-probe", o->no_probe, "Skip the memory bandwidth probe");
   cmd->callback([o, &exit_code] {

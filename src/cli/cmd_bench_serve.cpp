@@ -381,9 +381,7 @@ void add_bench_serve_command(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--kv-type", o->kv_type, "KV cache storage: f16, q8_0 or f32");
   cmd->add_flag("--no-prefix-cache", o->no_prefix_cache, "Disable prefix caching");
-  cmd->add_flag("--mmap,!--no-mmap", o->mmap,
-                "Map the file's pages instead of reading the weights into memory (huge pages): "
-                "loads faster, shares the page cache, decodes slower");
+  add_mmap_option(cmd, &o->mmap);
   cmd->add_flag("--json", o->json, "Also print one JSON object on the last line");
   cmd->add_flag("--fairness", o->fairness,
                 "Tenant b's TTFT alone and while tenant a floods the engine (--requests per b "
@@ -393,13 +391,7 @@ void add_bench_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--load-requests", o->load_requests,
                   "--fairness: requests tenant a keeps in flight")
       ->check(CLI::Range(1, 100000));
-  cmd->add_option("--fair-chunk", o->fair_chunk,
-                  "Fewest prompt tokens of a short step (led by a tenant ahead of another or "
-                  "flooding the engine; 0: no short steps)")
-      ->check(CLI::Range(0, 1 << 20));
-  cmd->add_option("--fair-step-ms", o->fair_step_ms,
-                  "Target duration of a short step (0: --fair-chunk tokens exactly)")
-      ->check(CLI::Range(0.0, 1e6));
+  add_fair_options(cmd, &o->fair_chunk, &o->fair_step_ms);
   cmd->add_flag("--no-fair-share", o->no_fair_share,
                 "Schedule by priority, then first come first served, ignoring tenants");
   cmd->callback([o, &exit_code] {

@@ -145,9 +145,7 @@ void add_run_command(CLI::App& app, int& exit_code) {
   cmd->add_option("-c,--ctx-size", o->n_ctx, "Context size (0: the model's)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--kv-type", o->kv_type, "KV cache storage: f16, q8_0 or f32");
-  cmd->add_flag("--mmap,!--no-mmap", o->mmap,
-                "Map the file's pages instead of reading the weights into memory (huge pages): "
-                "loads faster, shares the page cache, decodes slower");
+  add_mmap_option(cmd, &o->mmap);
   cmd->add_flag("--echo", o->echo, "Print the prompt before the continuation");
   cmd->add_flag("--stats", o->stats, "Print prompt and decode speed to stderr at the end");
   cmd->callback([o, &exit_code] {

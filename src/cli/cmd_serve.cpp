@@ -251,21 +251,13 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   cmd->add_option("-c,--ctx-size", o->ctx_size, "Context size (0: the model's)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--max-waiting", o->max_waiting, "Queued requests before 429 (0: unbounded)");
-  cmd->add_option("--fair-chunk", o->fair_chunk,
-                  "Fewest prompt tokens of a short step (led by a tenant ahead of another or "
-                  "flooding the engine; 0: no short steps)")
-      ->check(CLI::Range(0, 1 << 20));
-  cmd->add_option("--fair-step-ms", o->fair_step_ms,
-                  "Target duration of a short step (0: --fair-chunk tokens exactly)")
-      ->check(CLI::Range(0.0, 1e6));
+  add_fair_options(cmd, &o->fair_chunk, &o->fair_step_ms);
   cmd->add_option("--shutdown-timeout", o->shutdown_timeout,
                   "Seconds in-flight requests get to finish on SIGTERM")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag("--no-prefix-cache", o->no_prefix_cache, "Disable prefix caching");
   add_store_options(cmd, &o->data_dir, &o->database);
-  cmd->add_flag("--mmap,!--no-mmap", o->mmap,
-                "Map the file's pages instead of reading the weights into memory (huge pages): "
-                "loads faster, shares the page cache, decodes slower");
+  add_mmap_option(cmd, &o->mmap);
   cmd->callback([o, &exit_code] { exit_code = serve(*o); });
 }
 

@@ -21,6 +21,22 @@ void count_product();
 
 }  // namespace maas::tensor::kernels::amx
 
+// Code between MAAS_AMX_BEGIN("features") and MAAS_AMX_END is compiled for those ISA extensions
+// (Highway has no AMX) and may run only after dispatch checked the CPU.
+#define MAAS_PRAGMA(...) _Pragma(#__VA_ARGS__)
+#if defined(__clang__)
+#define MAAS_AMX_BEGIN(features) \
+  MAAS_PRAGMA(clang attribute push(__attribute__((target(features))), apply_to = function))
+#define MAAS_AMX_END MAAS_PRAGMA(clang attribute pop)
+#else
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*(), which it then reports.
+#define MAAS_AMX_BEGIN(features)                                     \
+  MAAS_PRAGMA(GCC push_options)                                      \
+  MAAS_PRAGMA(GCC target(features)) MAAS_PRAGMA(GCC diagnostic push) \
+      MAAS_PRAGMA(GCC diagnostic ignored "-Wmaybe-uninitialized")
+#define MAAS_AMX_END MAAS_PRAGMA(GCC diagnostic pop) MAAS_PRAGMA(GCC pop_options)
+#endif
+
 // Tile loads and stores as asm statements that name the memory they read or write (GCC's
 // intrinsics do not, and a plain "memory" clobber would force the accumulators out of
 // registers). Every tile here covers `bytes` contiguous bytes.

@@ -64,17 +64,7 @@ TileConfig make_config() {
 }  // namespace
 
 // Everything below is compiled for AVX-512 + AMX and runs only after dispatch checked the CPU.
-#if defined(__clang__)
-#pragma clang attribute push(                                                                 \
-    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,f16c,fma,amx-tile,amx-int8"))), \
-    apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,f16c,fma,amx-tile,amx-int8")
-// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*(), which it then reports.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+MAAS_AMX_BEGIN("avx512f,avx512bw,avx512dq,avx512vl,f16c,fma,amx-tile,amx-int8")
 
 namespace {
 
@@ -252,12 +242,7 @@ void gemm_amx_q8_0(const GemmArgs& g) { gemm_amx(g, unpack_q8_0); }
 
 }  // namespace
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC diagnostic pop
-#pragma GCC pop_options
-#endif
+MAAS_AMX_END
 
 bool amx_usable() {
   // Linux hands out the 8 KiB of tile state only to processes that ask (once, for all threads).

@@ -50,17 +50,7 @@ constexpr size_t kBlockActBytes = size_t{512} << 10;
 
 }  // namespace
 
-#if defined(__clang__)
-#pragma clang attribute push(                                                       \
-    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,f16c,fma," \
-                          "amx-tile,amx-bf16"))),                                   \
-    apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,f16c,fma,amx-tile,amx-bf16")
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+MAAS_AMX_BEGIN("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,f16c,fma,amx-tile,amx-bf16")
 
 namespace {
 
@@ -399,12 +389,7 @@ void gemm_amx_bf16(const GemmArgs& g) { gemm_amx_float<1>(g); }
 
 }  // namespace
 
-#if defined(__clang__)
-#pragma clang attribute pop
-#else
-#pragma GCC diagnostic pop
-#pragma GCC pop_options
-#endif
+MAAS_AMX_END
 
 void fill_amx_float_kernels(KernelTable* table) {
   const auto install = [&](Slot slot, GemmFn fn) {

@@ -19,38 +19,36 @@ struct StoriesModel {
   std::unique_ptr<tokenizer::Tokenizer> tok;
 };
 
-// stories260K from ../shared, converted to an F32 GGUF once per test binary.
+// stories260K from ../shared, converted to GGUF in the scratch directory of the test that first
+// asks, its matrices re-encoded as `type` unless empty (F32 as converted).
+inline StoriesModel load_stories(const std::string& type) {
+  const std::string dir = shared_dir() + "/models/stories260K";
+  std::string path = scratch_dir() + "/stories260K.gguf";
+  convert::llama2c_to_gguf(dir + "/stories260K.bin", dir + "/tok512.bin", path, {});
+  if (!type.empty()) {
+    const std::string in = path;
+    path = scratch_dir() + "/stories260K-" + type + ".gguf";
+    convert::QuantizeOptions q;
+    q.type = type;
+    convert::quantize_model(in, path, q);
+  }
+  StoriesModel s;
+  s.file = std::make_unique<gguf::File>(gguf::File::open(path));
+  s.model = model::Model::load(*s.file);
+  s.tok = tokenizer::Tokenizer::from_gguf(*s.file);
+  return s;
+}
+
+// Once per test binary.
 inline const StoriesModel& stories() {
-  static const StoriesModel m = [] {
-    const std::string dir = shared_dir() + "/models/stories260K";
-    const std::string out = scratch_dir() + "/stories260K.gguf";
-    convert::llama2c_to_gguf(dir + "/stories260K.bin", dir + "/tok512.bin", out, {});
-    StoriesModel s;
-    s.file = std::make_unique<gguf::File>(gguf::File::open(out));
-    s.model = model::Model::load(*s.file);
-    s.tok = tokenizer::Tokenizer::from_gguf(*s.file);
-    return s;
-  }();
+  static const StoriesModel m = load_stories("");
   return m;
 }
 
 // The same model with F16 matrices: on CPUs with AMX-BF16 its prompt tokens get the tile
 // unit's arithmetic, its generated tokens the 16-chain one (tensor::TokenKind).
 inline const StoriesModel& stories_f16() {
-  static const StoriesModel m = [] {
-    const std::string dir = shared_dir() + "/models/stories260K";
-    const std::string f32 = scratch_dir() + "/stories260K-f32.gguf";
-    const std::string out = scratch_dir() + "/stories260K-f16.gguf";
-    convert::llama2c_to_gguf(dir + "/stories260K.bin", dir + "/tok512.bin", f32, {});
-    convert::QuantizeOptions q;
-    q.type = "f16";
-    convert::quantize_model(f32, out, q);
-    StoriesModel s;
-    s.file = std::make_unique<gguf::File>(gguf::File::open(out));
-    s.model = model::Model::load(*s.file);
-    s.tok = tokenizer::Tokenizer::from_gguf(*s.file);
-    return s;
-  }();
+  static const StoriesModel m = load_stories("f16");
   return m;
 }
 
