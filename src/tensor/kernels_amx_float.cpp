@@ -1,5 +1,5 @@
 // AMX-BF16 matrix products for F16 and BF16 weights on CPUs with AMX (Sapphire Rapids and
-// later), for every number of tokens.
+// later), for prompt tokens (any number of them).
 //
 // The tile unit multiplies bf16 numbers (8 significant bits) exactly and sums the products in
 // f32. Both operands are split into bf16 parts whose sum is what the other targets multiply:
@@ -23,7 +23,8 @@
 // Layout: per panel of 16 rows and per 32 columns, the weights' parts are unpacked into A tiles
 // (16 rows x 32 bf16, pairs of adjacent columns as the instruction wants them); the activations'
 // parts are laid out once per call as B tiles (16 pairs of columns x up to 16 tokens). Up to 4
-// C tiles (64 tokens) stay in the tile registers across a K-block.
+// C tiles (64 tokens) stay in the tile registers across a K-block. While the tile unit works on
+// one panel, the vector code unpacks the next (PanelUnpacker).
 #include <immintrin.h>
 
 #include <algorithm>
