@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "tensor/kernels.h"
+#include "tensor/ops.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -155,6 +156,12 @@ std::string cpu_report() {
   out += "\nkernel targets:";
   for (const std::string& t : kernels::available_targets()) out += " " + t;
   out += "\nchosen: " + kernels::active_target_name() + "\n";
+  // Weight types whose prompt tokens get kernels of their own (ops.h, TokenKind).
+  std::string prompt;
+  for (gguf::TensorType t : {gguf::TensorType::F16, gguf::TensorType::BF16}) {
+    if (prompt_kernels_differ(t)) prompt += " " + std::string(gguf::type_name(t));
+  }
+  if (!prompt.empty()) out += "prompt tokens on the bf16 tile unit:" + prompt + "\n";
   return out;
 }
 

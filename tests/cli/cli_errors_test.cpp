@@ -84,6 +84,12 @@ TEST(CliTest, InfoCpuNamesTheChosenTarget) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("chosen: "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("kernel targets: "), std::string::npos) << r.out;
+  // With AMX-BF16 the amx target runs F16 and BF16 prompts on the tile unit, and says so.
+  const bool bf16_tiles = r.out.find(" amx-bf16") != std::string::npos &&
+                          r.out.find("chosen: amx") != std::string::npos;
+  EXPECT_EQ(bf16_tiles,
+            r.out.find("prompt tokens on the bf16 tile unit: f16 bf16") != std::string::npos)
+      << r.out;
   auto none = run_command({maas_binary(), "info"});
   EXPECT_EQ(none.exit_code, 1);
 }
