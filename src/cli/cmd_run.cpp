@@ -44,7 +44,7 @@ struct RunOptions {
   int threads = 0;
   int64_t n_ctx = 0;
   std::string kv_type = "f16";
-  bool mmap = false;
+  bool mmap = true;  // one-shot: a fast start matters more than decode speed
 };
 
 // Generation goes through the serving engine (one request, driven on this thread), the same

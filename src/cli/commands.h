@@ -24,7 +24,8 @@ void add_models_command(CLI::App& app, int& exit_code);
 void add_store_options(CLI::App* cmd, std::string* data_dir, std::string* database);
 // --fair-chunk and --fair-step-ms (engine::EngineConfig::fair_prompt_chunk, fair_step_ms).
 void add_fair_options(CLI::App* cmd, int* fair_chunk, double* fair_step_ms);
-// --mmap / --no-mmap: map the model file instead of reading it into memory (the default).
+// --mmap / --no-mmap: map the model file or read it into memory; *mmap holds the default
+// (servers and benchmarks read, one-shot `maas run` maps).
 void add_mmap_option(CLI::App* cmd, bool* mmap);
 
 }  // namespace maas::cli

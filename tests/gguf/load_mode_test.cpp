@@ -65,5 +65,25 @@ TEST(LoadModeTest, CopyReadsWhatTheMappingReads) {
   EXPECT_THROW(File::open(test::scratch_dir() + "/missing.gguf", File::Load::Copy), Error);
 }
 
+// Files of several huge pages are read by several threads over equal ranges (one per core, up
+// to 8): every byte must land where the mapping has it, the ranges' seams included.
+TEST(LoadModeTest, ALargeCopyEqualsTheMapping) {
+  Writer w;
+  std::vector<float> big((size_t{23} << 20) / sizeof(float) + 12345);  // ~23 MiB, odd length
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<float>(i % 1000003) - 0.25f;
+  w.add_tensor_f32("big", {big.size()}, big);
+  const std::string path = test::scratch_dir() + "/big.gguf";
+  w.write(path);
+  const File mapped = File::open(path);
+  const File copied = File::open(path, File::Load::Copy);
+  const TensorInfo* m = mapped.tensor("big");
+  const TensorInfo* c = copied.tensor("big");
+  ASSERT_NE(m, nullptr);
+  ASSERT_NE(c, nullptr);
+  ASSERT_EQ(c->n_bytes, m->n_bytes);
+  EXPECT_EQ(0, std::memcmp(c->data, m->data, c->n_bytes));
+  EXPECT_EQ(0, std::memcmp(c->data, big.data(), c->n_bytes));
+}
+
 }  // namespace
 }  // namespace maas::gguf
