@@ -156,10 +156,20 @@ bool Model::prompt_arithmetic_differs() const {
   return false;
 }
 
-void BatchRunner::linear(const tensor::MatrixView& w, const float* x,
-                         std::span<const uint8_t> kinds, float* y) {
-  const auto T = static_cast<int64_t>(kinds.size());
-  const auto n_prompt = static_cast<int64_t>(std::count(kinds.begin(), kinds.end(), 1));
+void BatchRunner::KindSplit::build(std::span<const uint8_t> is_prompt) {
+  order.clear();
+  for (uint8_t kind : {uint8_t{1}, uint8_t{0}}) {
+    for (size_t t = 0; t < is_prompt.size(); ++t) {
+      if (is_prompt[t] == kind) order.push_back(static_cast<int64_t>(t));
+    }
+  }
+  n_prompt = static_cast<int64_t>(std::count(is_prompt.begin(), is_prompt.end(), 1));
+}
+
+void BatchRunner::linear(const tensor::MatrixView& w, const float* x, const KindSplit& kinds,
+                         float* y) {
+  const auto T = static_cast<int64_t>(kinds.order.size());
+  const int64_t n_prompt = kinds.n_prompt;
   if (n_prompt == 0 || n_prompt == T || !tensor::prompt_kernels_differ(w.type)) {
     tensor::matmul(w, x, T, y, pool_,
                    n_prompt == T ? tensor::TokenKind::kPrompt : tensor::TokenKind::kGenerated);
@@ -168,23 +178,15 @@ void BatchRunner::linear(const tensor::MatrixView& w, const float* x,
   const auto cols = static_cast<size_t>(w.cols), rows = static_cast<size_t>(w.rows);
   resize(split_x_, T * w.cols);
   resize(split_y_, T * w.rows);
-  // Prompt rows first, then the generated ones, each group in row order.
-  std::vector<int64_t> order;
-  order.reserve(static_cast<size_t>(T));
-  for (uint8_t kind : {uint8_t{1}, uint8_t{0}}) {
-    for (int64_t t = 0; t < T; ++t) {
-      if (kinds[static_cast<size_t>(t)] == kind) order.push_back(t);
-    }
-  }
-  for (size_t i = 0; i < order.size(); ++i) {
-    std::copy_n(x + static_cast<size_t>(order[i]) * cols, cols, &split_x_[i * cols]);
+  for (size_t i = 0; i < kinds.order.size(); ++i) {
+    std::copy_n(x + static_cast<size_t>(kinds.order[i]) * cols, cols, &split_x_[i * cols]);
   }
   tensor::matmul(w, split_x_.data(), n_prompt, split_y_.data(), pool_, tensor::TokenKind::kPrompt);
   tensor::matmul(w, &split_x_[static_cast<size_t>(n_prompt) * cols], T - n_prompt,
                  &split_y_[static_cast<size_t>(n_prompt) * rows], pool_,
                  tensor::TokenKind::kGenerated);
-  for (size_t i = 0; i < order.size(); ++i) {
-    std::copy_n(&split_y_[i * rows], rows, y + static_cast<size_t>(order[i]) * rows);
+  for (size_t i = 0; i < kinds.order.size(); ++i) {
+    std::copy_n(&split_y_[i * rows], rows, y + static_cast<size_t>(kinds.order[i]) * rows);
   }
 }
 
@@ -246,6 +248,8 @@ std::span<const float> BatchRunner::run(std::span<const SeqChunk> batch,
     }
     for (int64_t i = n - c.n_logits; i < n; ++i) out_prompt_.push_back(i < c.n_prompt ? 1 : 0);
   }
+  row_kinds_.build(row_prompt_);
+  out_kinds_.build(out_prompt_);
   // Attention jobs take rows alternately from the cheap (early) and costly (late) end, so the
   // pool's equal contiguous shares get about equal work.
   row_order_.resize(static_cast<size_t>(T));
@@ -283,9 +287,9 @@ std::span<const float> BatchRunner::run(std::span<const SeqChunk> batch,
       for (int64_t t = t0; t < t1; ++t)
         tensor::rms_norm(&x_[t * E], L.attn_norm.data(), E, hp.rms_eps, &xn_[t * E]);
     });
-    linear(L.wq, xn_.data(), row_prompt_, q_.data());
-    linear(L.wk, xn_.data(), row_prompt_, k_.data());
-    linear(L.wv, xn_.data(), row_prompt_, v_.data());
+    linear(L.wq, xn_.data(), row_kinds_, q_.data());
+    linear(L.wk, xn_.data(), row_kinds_, k_.data());
+    linear(L.wv, xn_.data(), row_kinds_, v_.data());
     add_bias(q_.data(), L.bq, T);
     add_bias(k_.data(), L.bk, T);
     add_bias(v_.data(), L.bv, T);
@@ -309,15 +313,15 @@ std::span<const float> BatchRunner::run(std::span<const SeqChunk> batch,
       }
     });
     attention(l, batch);
-    linear(L.wo, attn_.data(), row_prompt_, proj_.data());
+    linear(L.wo, attn_.data(), row_kinds_, proj_.data());
     for (int64_t i = 0; i < T * E; ++i) x_[i] += proj_[i];
 
     parallel_rows(T, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t)
         tensor::rms_norm(&x_[t * E], L.ffn_norm.data(), E, hp.rms_eps, &xn_[t * E]);
     });
-    linear(L.ffn_gate, xn_.data(), row_prompt_, gate_.data());
-    linear(L.ffn_up, xn_.data(), row_prompt_, up_.data());
+    linear(L.ffn_gate, xn_.data(), row_kinds_, gate_.data());
+    linear(L.ffn_up, xn_.data(), row_kinds_, up_.data());
     // SwiGLU, elementwise: split across the pool (each element's arithmetic is the same
     // whichever thread runs it). Single-threaded it was ~15% of a 256-token prefill step.
     parallel_rows(T, [&](int64_t t0, int64_t t1) {
@@ -325,7 +329,7 @@ std::span<const float> BatchRunner::run(std::span<const SeqChunk> batch,
         gate_[i] = tensor::silu(gate_[i]) * up_[i];
       }
     });
-    linear(L.ffn_down, gate_.data(), row_prompt_, proj_.data());
+    linear(L.ffn_down, gate_.data(), row_kinds_, proj_.data());
     for (int64_t i = 0; i < T * E; ++i) x_[i] += proj_[i];
   }
 
@@ -345,7 +349,7 @@ std::span<const float> BatchRunner::run(std::span<const SeqChunk> batch,
     t0 += n;
   }
   logits_.resize(static_cast<size_t>(n_out * hp.n_vocab));
-  if (n_out > 0) linear(model_.output(), xn_.data(), out_prompt_, logits_.data());
+  if (n_out > 0) linear(model_.output(), xn_.data(), out_kinds_, logits_.data());
   return logits_;
 }
 

@@ -119,11 +119,16 @@ class BatchRunner {
 
  private:
   void attention(int64_t layer, std::span<const SeqChunk> batch);
-  // y = w x for the rows of x, each with its kind's arithmetic (kinds[row]: 1 for a prompt
-  // token): one product when that is the same for every row, else one per kind, over the rows
-  // gathered together.
-  void linear(const tensor::MatrixView& w, const float* x, std::span<const uint8_t> kinds,
-              float* y);
+  // The rows of a step by kind (tensor::TokenKind): the prompt tokens' rows, then the generated
+  // ones, each in row order; built once per step.
+  struct KindSplit {
+    int64_t n_prompt = 0;
+    std::vector<int64_t> order;
+    void build(std::span<const uint8_t> is_prompt);
+  };
+  // y = w x for the rows of x, each with its kind's arithmetic: one product when that is the
+  // same for every row, else one per kind, over the rows gathered together.
+  void linear(const tensor::MatrixView& w, const float* x, const KindSplit& kinds, float* y);
 
   const Model& model_;
   KvCache& cache_;
@@ -131,7 +136,8 @@ class BatchRunner {
   // Per-token bookkeeping and activations of the current step.
   std::vector<int32_t> row_chunk_;
   std::vector<int64_t> row_pos_, row_order_;
-  std::vector<uint8_t> row_prompt_, out_prompt_;  // kinds of the rows and of the logit rows
+  std::vector<uint8_t> row_prompt_, out_prompt_;  // 1: a prompt token's row, logit row
+  KindSplit row_kinds_, out_kinds_;
   std::vector<float> split_x_, split_y_;
   std::vector<float> x_, xn_, q_, k_, v_, attn_, proj_, gate_, up_, rope_cos_, rope_sin_, logits_;
 };
