@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "engine/sampler.h"
 #include "engine_test_util.h"
 #include "model/kv_cache.h"
 #include "model/model.h"
@@ -22,30 +23,11 @@ using engine::Engine;
 using engine::EngineConfig;
 using engine::Request;
 
+// Test request i with the sampled token's logprob, which shows the smallest difference in the KV.
 Request request(const StoriesModel& m, const std::string& prompt, int i) {
-  Request r;
-  r.prompt = m.tok->encode(prompt, true, false);
-  r.max_tokens = 40 + (i * 5) % 30;
+  Request r = make_request(m, prompt, i, i % 2 == 1);
   r.logprobs = 1;
-  if (i % 2 == 1) {
-    r.sampling.temperature = 0.8f;
-    r.seed = 500 + static_cast<uint64_t>(i);
-  } else {
-    r.sampling.temperature = 0;
-  }
   return r;
-}
-
-std::vector<std::string> prompts() {
-  std::vector<std::string> out;
-  const std::string starts[] = {"Once upon a time", "The cat sat", "Tom and Mia found a box",
-                                "It was a sunny day"};
-  for (int i = 0; i < 10; ++i) {
-    std::string p = starts[i % 4];
-    for (int w = 0; w < (i * 7) % 23; ++w) p += w % 5 == 4 ? ". Then" : " and played";
-    out.push_back(p);
-  }
-  return out;
 }
 
 void expect_same(const Result& got, const Result& want, const std::string& what) {
@@ -63,7 +45,8 @@ TEST(TokenKindEngineTest, ChunkedAndPreemptedRequestsEqualTheirSoloRuns) {
   if (!m.model->prompt_arithmetic_differs()) {
     std::printf("note: prompt and generated tokens share one arithmetic on this CPU\n");
   }
-  const auto ps = prompts();
+  auto ps = prompts();
+  ps.resize(10);
   std::vector<Result> solo;
   {
     EngineConfig c;
@@ -71,6 +54,7 @@ TEST(TokenKindEngineTest, ChunkedAndPreemptedRequestsEqualTheirSoloRuns) {
     Engine e(*m.model, *m.tok, c);
     for (size_t i = 0; i < ps.size(); ++i) {
       solo.push_back(run_alone(e, request(m, ps[i], static_cast<int>(i))));
+      ASSERT_FALSE(solo.back().tokens.empty());
     }
   }
   EngineConfig c;
@@ -78,7 +62,8 @@ TEST(TokenKindEngineTest, ChunkedAndPreemptedRequestsEqualTheirSoloRuns) {
   c.token_budget = 9;  // prompts in chunks, mixed with decodes
   c.block_size = 8;
   c.threads = 2;
-  c.kv_memory = model::KvCache::bytes_per_block(m.model->hparams(), 8, c.kv_type) * 64;
+  c.max_context = 256;  // 32 blocks of 8 positions; the pool holds 40, far less than 10 need
+  c.kv_memory = model::KvCache::bytes_per_block(m.model->hparams(), 8, c.kv_type) * 40;
   Engine e(*m.model, *m.tok, c);
   std::vector<std::shared_ptr<engine::RequestHandle>> handles;
   std::vector<Result> got(ps.size());
@@ -97,22 +82,25 @@ TEST(TokenKindEngineTest, ChunkedAndPreemptedRequestsEqualTheirSoloRuns) {
 }
 
 // The engine against the plain Session loop: the prompt as prompt tokens, then one generated
-// token at a time.
+// token at a time, each token's logprob from the engine's own sampler on the Session's logits
+// (bit for bit: a token computed as the wrong kind shifts the logits, if not the argmax).
 TEST(TokenKindEngineTest, GreedyMatchesTheSessionLoopWithKinds) {
   const StoriesModel& m = stories_f16();
   Request r = request(m, "Once upon a time", 0);
   Engine e(*m.model, *m.tok, EngineConfig{});
   const Result got = run_alone(e, r);
   model::Session s(*m.model, 0, nullptr, model::KvType::F16);
-  std::vector<int32_t> want;
+  engine::Sampler sampler(r.sampling, 0, r.prompt);
+  Result want;
   auto logits = s.eval(r.prompt, nullptr, tensor::TokenKind::kPrompt);
   for (int i = 0; i < r.max_tokens; ++i) {
-    const int32_t t = engine::argmax(logits);
-    want.push_back(t);
-    if (m.tok->is_eog(t)) break;
-    logits = s.eval({&t, 1});
+    const engine::SampleResult sr = sampler.sample(logits, 0);
+    want.tokens.push_back(sr.token);
+    want.outputs.push_back({sr.token, sr.logprob, {}});
+    if (m.tok->is_eog(sr.token)) break;
+    logits = s.eval({&sr.token, 1});
   }
-  EXPECT_EQ(got.tokens, want);
+  expect_same(got, want, "greedy");
 }
 
 // A second turn repeats the first turn's answer in its prompt. Its blocks of generated tokens

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,45 @@ inline const StoriesModel& stories() {
 inline const StoriesModel& stories_f16() {
   static const StoriesModel m = load_stories("f16");
   return m;
+}
+
+// 32 prompts of different lengths, from a few words to a few hundred tokens.
+inline std::vector<std::string> prompts() {
+  const std::vector<std::string> starts = {
+      "Once upon a time",
+      "Lily and Tom went to the park",
+      "The big dog",
+      "One day",
+      "There was a little bird who",
+      "Sam had a red ball",
+      "The sun was hot",
+      "Mom said",
+  };
+  std::vector<std::string> out;
+  std::mt19937 rng(3);
+  for (int i = 0; i < 32; ++i) {
+    std::string p = starts[static_cast<size_t>(i) % starts.size()];
+    const int extra = static_cast<int>(rng() % 4) * (i % 5 == 0 ? 30 : 3);
+    for (int w = 0; w < extra; ++w) p += w % 7 == 6 ? ". They" : " played and";
+    out.push_back(p);
+  }
+  return out;
+}
+
+// Request i of a test: 20 to 69 tokens, greedy or sampled with its own seed.
+inline engine::Request make_request(const StoriesModel& m, const std::string& prompt, int i,
+                                    bool seeded) {
+  engine::Request r;
+  r.prompt = m.tok->encode(prompt, true, false);
+  r.max_tokens = 20 + (i * 7) % 50;
+  if (seeded) {
+    r.sampling.temperature = 0.9f;
+    r.sampling.top_p = 0.95f;
+    r.seed = 1000 + static_cast<uint64_t>(i);
+  } else {
+    r.sampling.temperature = 0;
+  }
+  return r;
 }
 
 struct Result {

@@ -154,8 +154,9 @@ struct Reference {
   std::vector<double> exact;  // dequantized weights . raw activations
   std::vector<double> bound;  // allowed |error| against exact
   std::vector<double>
-      quantized;              // dequantized weights . quantized activations (float types: exact)
-  std::vector<double> tight;  // allowed |error| against quantized
+      quantized;               // dequantized weights . quantized activations (float types: exact)
+  std::vector<double> tight;   // allowed |error| against quantized
+  std::vector<double> abs_wx;  // sum |w x|: the scale of the rounding errors
 };
 
 Reference reference(const Matrix& m, const std::vector<float>& x, int64_t n_tokens) {
@@ -198,6 +199,7 @@ Reference reference(const Matrix& m, const std::vector<float>& x, int64_t n_toke
       ref.bound.push_back(quant_err * 1.001 + rounding + 1e-6 * abs_wx + 1e-30);
       ref.quantized.push_back(quantized);
       ref.tight.push_back(rounding + 1e-30);
+      ref.abs_wx.push_back(abs_wx);
     }
   }
   return ref;
@@ -538,19 +540,26 @@ class AmxKernels : public KernelTargets {
 };
 
 std::vector<float> run_on(const std::string& target, const Matrix& m, const std::vector<float>& x,
-                          int64_t n_tokens, ThreadPool* pool = nullptr) {
+                          int64_t n_tokens, ThreadPool* pool = nullptr,
+                          TokenKind kind = TokenKind::kGenerated) {
   kernels::force_target(target);
-  std::vector<float> y = run(m, x, n_tokens, pool);
+  std::vector<float> y = run(m, x, n_tokens, pool, 0, kind);
   kernels::force_target("");
   return y;
+}
+
+// A product's shape, and how a failure names it.
+struct Shape {
+  int64_t rows, cols, tokens;
+};
+std::string label(TensorType type, const Shape& s, const ThreadPool* pool) {
+  return name(type) + " " + std::to_string(s.rows) + "x" + std::to_string(s.cols) + ", " +
+         std::to_string(s.tokens) + " tokens, " + (pool != nullptr ? "2 threads" : "1 thread");
 }
 
 TEST_F(AmxKernels, MatchScalarKernelsBitForBit) {
   std::mt19937 rng(20261129);
   ThreadPool pool(2);
-  struct Shape {
-    int64_t rows, cols, tokens;
-  };
   const Shape shapes[] = {{16, 32, 16}, {37, 96, 17},   {50, 2080, 40}, {33, 64, 129},
                           {1, 32, 16},  {129, 160, 31}, {16, 4096, 48}, {70, 288, 16}};
   for (TensorType type : {TensorType::Q4_0, TensorType::Q8_0}) {
@@ -562,10 +571,8 @@ TEST_F(AmxKernels, MatchScalarKernelsBitForBit) {
         for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
           const uint64_t before = kernels::amx_product_count();
           const std::vector<float> got = run_on("amx", m, x, s.tokens, p);
-          const std::string what = name(type) + " " + std::to_string(s.rows) + "x" +
-                                   std::to_string(s.cols) + ", " + std::to_string(s.tokens) +
-                                   " tokens, " + (random_bytes ? "random bytes" : "quantized") +
-                                   (p != nullptr ? ", 2 threads" : ", 1 thread");
+          const std::string what =
+              label(type, s, p) + (random_bytes ? ", random bytes" : ", quantized");
           EXPECT_GT(kernels::amx_product_count(), before) << what << ": the tile unit never ran";
           ASSERT_EQ(0, std::memcmp(got.data(), expected.data(), sizeof(float) * got.size()))
               << what;
@@ -660,9 +667,6 @@ TEST_F(AmxKernels, PromptFloatKernelsFollowTheTileUnitsArithmetic) {
   }
   std::mt19937 rng(20261130);
   ThreadPool pool(2);
-  struct Shape {
-    int64_t rows, cols, tokens;
-  };
   // Rows not a multiple of 16, columns not a multiple of 32, token tiles not full, more than the
   // 4 token tiles held at once, and K-blocks (70 tokens of 4100 columns take three).
   const Shape shapes[] = {{16, 32, 1}, {37, 531, 13},  {50, 2080, 40}, {33, 64, 129},
@@ -680,28 +684,20 @@ TEST_F(AmxKernels, PromptFloatKernelsFollowTheTileUnitsArithmetic) {
         }
       }
       const Reference ref = reference(m, x, sh.tokens);
+      // Close to the exact sum too: 16-bit activations (2^-17 of each part left out) and one
+      // f32 rounding per instruction and chain step (first order).
+      const double rounding = 0x1p-16 + static_cast<double>((sh.cols + 31) / 32 * 4 + 18) * 0x1p-24;
       for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
-        kernels::force_target("amx");
         const uint64_t before = kernels::amx_product_count();
-        const std::vector<float> got = run(m, x, sh.tokens, p, 0, TokenKind::kPrompt);
-        const std::string what = name(type) + " " + std::to_string(sh.rows) + "x" +
-                                 std::to_string(sh.cols) + ", " + std::to_string(sh.tokens) +
-                                 " tokens" + (p != nullptr ? ", 2 threads" : "");
+        const std::vector<float> got = run_on("amx", m, x, sh.tokens, p, TokenKind::kPrompt);
+        const std::string what = label(type, sh, p);
         EXPECT_GT(kernels::amx_product_count(), before) << what << ": the tile unit never ran";
         for (size_t i = 0; i < got.size(); ++i) {
           ASSERT_EQ(0, std::memcmp(&got[i], &want[i], sizeof(float)))
               << what << " [" << i / static_cast<size_t>(sh.rows) << "]["
               << i % static_cast<size_t>(sh.rows) << "] = " << got[i] << ", the SDM's arithmetic "
               << want[i];
-          // And close to the exact sum: 16-bit activations (2^-17 each part left out) and one
-          // f32 rounding per instruction and chain step (first order).
-          const double chain = static_cast<double>((sh.cols + 31) / 32 * 4 + 18);
-          double abs_wx = 0;
-          for (int64_t c = 0; c < sh.cols; ++c) {
-            abs_wx += std::fabs(m.dequantized[static_cast<size_t>((i % sh.rows) * sh.cols + c)] *
-                                x[static_cast<size_t>(i / sh.rows * sh.cols + c)]);
-          }
-          EXPECT_LE(std::fabs(got[i] - ref.exact[i]), (0x1p-16 + chain * 0x1p-24) * abs_wx + 1e-30)
+          EXPECT_LE(std::fabs(got[i] - ref.exact[i]), rounding * ref.abs_wx[i] + 1e-30)
               << what << " [" << i << "]";
         }
       }
