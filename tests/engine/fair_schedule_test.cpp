@@ -188,6 +188,13 @@ INSTANTIATE_TEST_SUITE_P(FairAndFifo, FloodTest, ::testing::Values(true, false),
 
 // Two saturating tenants with weights 3 : 1 receive tokens 3 : 1 over a window, though they
 // submitted alternately (FIFO would give 1 : 1).
+// "Once upon a time" and n times " there was a cat": a prompt of about 4n tokens.
+std::string cat_story(int n) {
+  std::string text = "Once upon a time";
+  for (int i = 0; i < n; ++i) text += " there was a cat";
+  return text;
+}
+
 TEST(FairSchedule, WeightsSplitTheTokens) {
   const StoriesModel& m = stories();
   for (bool fair : {true, false}) {
@@ -319,8 +326,7 @@ TEST(FairSchedule, PromptBudgetGoesToTheLeastServedTenant) {
   c.prefix_cache = false;  // a's second prompt would be mostly cached
   Engine e(*m.model, *m.tok, c);
   Driver d(e);
-  std::string long_text = "Once upon a time";
-  for (int i = 0; i < 40; ++i) long_text += " there was a cat";
+  const std::string long_text = cat_story(40);
   // a's first request has a long prompt: a is charged far more than b for it.
   Request a0 = tenant_request("a", 0, 60);
   a0.prompt = m.tok->encode(long_text, true, false);
@@ -345,8 +351,7 @@ TEST(FairSchedule, PromptBudgetGoesToTheLeastServedTenant) {
 // comes in the next step, not after the long prompt is done, and its step is not filled up.
 TEST(FairSchedule, WaitingRequestsServedFirstTakeTheBudgetFromRunningPrompts) {
   const StoriesModel& m = stories();
-  std::string long_text = "Once upon a time";
-  for (int i = 0; i < 40; ++i) long_text += " there was a cat";
+  const std::string long_text = cat_story(40);
   struct Case {
     bool fair;
     int32_t long_priority;
@@ -388,8 +393,7 @@ TEST(FairSchedule, WaitingRequestsServedFirstTakeTheBudgetFromRunningPrompts) {
 // chunk, so that a request of b never waits long for a step to end; FIFO fills them.
 TEST(FairSchedule, StepsLedByATenantAheadAreShort) {
   const StoriesModel& m = stories();
-  std::string long_text = "Once upon a time";
-  for (int i = 0; i < 20; ++i) long_text += " there was a cat";
+  const std::string long_text = cat_story(20);
   struct Case {
     bool fair;
     int32_t chunk;
@@ -434,8 +438,7 @@ TEST(FairSchedule, StepsLedByATenantAheadAreShort) {
 // target, the chunk for a tiny one, whatever this machine's speed. FIFO fills the budget.
 TEST(FairSchedule, ALoneTenantTakesShortStepsOnlyWhileItFloods) {
   const StoriesModel& m = stories();
-  std::string long_text = "Once upon a time";
-  for (int i = 0; i < 12; ++i) long_text += " there was a cat";
+  const std::string long_text = cat_story(12);
   struct Case {
     bool fair;
     double step_ms;
@@ -532,8 +535,7 @@ TEST(FairSchedule, ANewcomersPromptsGetAStepOfTheirOwnBetweenShortOnes) {
 // no block leaks, and every output equals its solo run.
 TEST(FairSchedule, StressManyTenantsLosesNothing) {
   const StoriesModel& m = stories();
-  std::string long_text = "Once upon a time";
-  for (int i = 0; i < 12; ++i) long_text += " there was a cat";
+  const std::string long_text = cat_story(12);
   for (uint32_t seed : {1u, 2u, 3u}) {
     std::mt19937 rng(seed);
     EngineConfig c = small_config(true);
