@@ -45,6 +45,7 @@ bool g_huge = false;  // back the arena with transparent huge pages
 // A 1 GiB buffer of valid weights of one type: random quants with sane fp16 scales.
 struct Arena {
   TensorType type;
+  bool panels = false;
   std::unique_ptr<uint8_t, decltype(&std::free)> data{nullptr, &std::free};
 };
 
@@ -70,12 +71,14 @@ std::vector<int> half_fields(TensorType t) {
   }
 }
 
-const uint8_t* arena(TensorType t) {
+// panels: Q8_0 in WeightLayout::kPanels16, whose 544-byte block columns start with 16 scales
+// (every matrix shape's panels are whole block columns, so one arena serves all shapes).
+const uint8_t* arena(TensorType t, bool panels = false) {
   static std::vector<Arena> arenas;
   for (const Arena& a : arenas) {
-    if (a.type == t) return a.data.get();
+    if (a.type == t && a.panels == panels) return a.data.get();
   }
-  Arena a{t};
+  Arena a{t, panels};
   a.data.reset(static_cast<uint8_t*>(std::aligned_alloc(2 << 20, kArenaBytes)));
   uint8_t* p = a.data.get();
   if (g_huge) madvise(p, kArenaBytes, MADV_HUGEPAGE);
@@ -92,6 +95,11 @@ const uint8_t* arena(TensorType t) {
     const uint8_t top = t == TensorType::F16 ? 0x30 : 0x3E;
     for (size_t i = 0; i + elem <= kArenaBytes; i += elem) {
       p[i + elem - 1] = static_cast<uint8_t>(top | (p[i + elem - 1] & 0x80));
+    }
+  } else if (panels) {
+    const uint16_t h = tensor::fp32_to_fp16(0.01f);
+    for (size_t b = 0; b + 544 <= kArenaBytes; b += 544) {
+      for (int i = 0; i < 16; ++i) std::memcpy(p + b + 2 * i, &h, 2);
     }
   } else {
     const uint16_t h = tensor::fp32_to_fp16(0.01f);
@@ -110,11 +118,11 @@ tensor::ThreadPool& pool() {
 }
 
 void BM_Matmul(benchmark::State& state, TensorType type, int64_t rows, int64_t cols,
-               int64_t n_tokens) {
+               int64_t n_tokens, bool panels) {
   const size_t row_bytes = *maas::gguf::bytes_for(type, static_cast<uint64_t>(cols));
   const size_t matrix_bytes = row_bytes * static_cast<size_t>(rows);
   const size_t n_matrices = std::max<size_t>(1, kArenaBytes / matrix_bytes);
-  const uint8_t* base = arena(type);
+  const uint8_t* base = arena(type, panels);
   std::vector<float> x(static_cast<size_t>(n_tokens * cols)),
       y(static_cast<size_t>(n_tokens * rows));
   std::mt19937 rng(1);
@@ -122,7 +130,10 @@ void BM_Matmul(benchmark::State& state, TensorType type, int64_t rows, int64_t c
   for (float& v : x) v = gauss(rng);
   size_t next = 0;
   for (auto _ : state) {
-    const tensor::MatrixView w{type, base + next * matrix_bytes, cols, rows, row_bytes};
+    const tensor::MatrixView w{
+        type,      base + next * matrix_bytes,
+        cols,      rows,
+        row_bytes, panels ? tensor::WeightLayout::kPanels16 : tensor::WeightLayout::kRows};
     tensor::matmul(w, x.data(), n_tokens, y.data(), &pool(),
                    n_tokens > 1 ? tensor::TokenKind::kPrompt : tensor::TokenKind::kGenerated);
     benchmark::DoNotOptimize(y.data());
@@ -175,14 +186,17 @@ void register_all() {
       TensorType::Q3_K, TensorType::Q5_K, TensorType::F32};
   const int64_t shapes[][2] = {{2048, 2048}, {8192, 2048}, {2048, 8192}, {256, 2048}};
   for (TensorType t : types) {
-    for (int64_t n_tokens : {1, 128}) {
-      for (const auto& s : shapes) {
-        const std::string name = std::string(maas::gguf::type_name(t)) + "/" +
-                                 std::to_string(s[0]) + "x" + std::to_string(s[1]) +
-                                 "/tokens:" + std::to_string(n_tokens);
-        benchmark::RegisterBenchmark(name.c_str(), BM_Matmul, t, s[0], s[1], n_tokens)
-            ->UseRealTime()
-            ->Unit(benchmark::kMicrosecond);
+    for (bool panels : {false, true}) {
+      if (panels && t != TensorType::Q8_0) continue;
+      for (int64_t n_tokens : {1, 128}) {
+        for (const auto& s : shapes) {
+          const std::string name = std::string(maas::gguf::type_name(t)) + (panels ? "p" : "") +
+                                   "/" + std::to_string(s[0]) + "x" + std::to_string(s[1]) +
+                                   "/tokens:" + std::to_string(n_tokens);
+          benchmark::RegisterBenchmark(name.c_str(), BM_Matmul, t, s[0], s[1], n_tokens, panels)
+              ->UseRealTime()
+              ->Unit(benchmark::kMicrosecond);
+        }
       }
     }
   }

@@ -43,9 +43,9 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 void bench(const BenchOptions& o) {
   auto file =
       gguf::File::open(o.model_path, o.mmap ? gguf::File::Load::Map : gguf::File::Load::Copy);
-  auto model = model::Model::load(file);
-  const auto& hp = model->hparams();
   tensor::ThreadPool pool(o.threads);
+  auto model = model::Model::load_and_pack(file, &pool);
+  const auto& hp = model->hparams();
 
   // Bytes of weights one decoded token reads: every layer matrix and the output matrix (the
   // embedding contributes one row).

@@ -53,7 +53,7 @@ void run(const RunOptions& o) {
   auto file =
       gguf::File::open(o.model_path, o.mmap ? gguf::File::Load::Map : gguf::File::Load::Copy);
   auto tok = tokenizer::Tokenizer::from_gguf(file);
-  auto model = model::Model::load(file);
+  auto model = model::Model::load_and_pack(file, nullptr);
   if (tok->n_vocab() != model->hparams().n_vocab) {
     throw std::runtime_error(
         fmt::format("{}: the tokenizer has {} tokens but the model's vocabulary has {}",

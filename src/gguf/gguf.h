@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -135,12 +136,23 @@ class File {
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* tensor(std::string_view name) const;  // nullptr if absent
 
+  // Load::Copy only: calls fn(writable) with the copy writable for the call (read-only before
+  // and after), where writable(t) is tensor t's data; rewritten() is true from then on. Returns
+  // false without calling fn for a mapped or parsed file or one already rewritten. For readers
+  // that rearrange tensors in place for their kernels (the copy's bytes then differ from the
+  // file's).
+  using WritableData = std::function<uint8_t*(const TensorInfo&)>;
+  bool rewrite(const std::function<void(const WritableData&)>& fn);
+  bool rewritten() const { return rewritten_; }
+
  private:
   File() = default;
   void parse_all(std::span<const uint8_t> bytes);
 
   struct Mapping;
   std::unique_ptr<Mapping> mapping_;
+  bool private_copy_ = false;
+  bool rewritten_ = false;
   uint64_t size_ = 0;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;

@@ -485,12 +485,30 @@ File File::open(const std::string& path, Load load_mode) {
   ::close(fd);  // the mapping keeps the file referenced
   if (addr == MAP_FAILED) throw fail(fmt::format("{}: {}", what, std::strerror(err)));
   f.mapping_->addr = addr;
+  f.private_copy_ = copy;
   try {
     f.parse_all({static_cast<const uint8_t*>(addr), f.mapping_->len});
   } catch (const Error& e) {
     throw fail(e.what());
   }
   return f;
+}
+
+bool File::rewrite(const std::function<void(const WritableData&)>& fn) {
+  if (!private_copy_ || rewritten_) return false;
+  auto* base = static_cast<uint8_t*>(mapping_->addr);
+  // The whole mapping at once: changing the protection of part of it would split its huge pages.
+  if (mprotect(base, mapping_->len, PROT_READ | PROT_WRITE) != 0) {
+    throw Error(fmt::format("gguf: cannot make the weights writable: {}", std::strerror(errno)));
+  }
+  rewritten_ = true;
+  struct Restore {
+    void* addr;
+    size_t len;
+    ~Restore() { mprotect(addr, len, PROT_READ); }
+  } restore{base, mapping_->len};
+  fn([base](const TensorInfo& t) { return base + (t.data - base); });
+  return true;
 }
 
 const Value* File::find(std::string_view key) const {

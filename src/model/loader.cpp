@@ -107,6 +107,9 @@ int64_t require_positive(const gguf::File& f, const std::string& key,
 }  // namespace
 
 std::unique_ptr<Model> Model::load(const gguf::File& f) {
+  if (f.rewritten()) {
+    throw Error("model: the file's weights were rearranged by an earlier load; open it again");
+  }
   auto arch_name = f.get_string("general.architecture");
   if (!arch_name) throw Error("model: metadata 'general.architecture' is missing");
   const ArchInfo* info = nullptr;
@@ -226,6 +229,30 @@ std::unique_ptr<Model> Model::load(const gguf::File& f) {
     for (const auto& s : b.problems) msg += "\n  - " + s;
     throw Error(msg);
   }
+  return m;
+}
+
+std::unique_ptr<Model> Model::load_and_pack(gguf::File& f, tensor::ThreadPool* pool) {
+  std::unique_ptr<Model> m = load(f);
+  std::vector<tensor::MatrixView*> matrices = {&m->token_embd_};
+  if (!m->tied_) matrices.push_back(&m->output_);
+  for (LayerWeights& L : m->layers_) {
+    for (tensor::MatrixView* w :
+         {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) {
+      matrices.push_back(w);
+    }
+  }
+  f.rewrite([&](const gguf::File::WritableData& writable) {
+    for (tensor::MatrixView* w : matrices) {
+      if (!tensor::can_pack_panels(*w)) continue;
+      const gguf::TensorInfo* t = nullptr;
+      for (const gguf::TensorInfo& info : f.tensors()) {
+        if (info.data == w->data) t = &info;
+      }
+      if (t != nullptr) tensor::pack_panels(w, writable(*t), pool);
+    }
+  });
+  if (m->tied_) m->output_ = m->token_embd_;
   return m;
 }
 

@@ -63,6 +63,11 @@ class Model {
   // Reads hyper-parameters and binds the weights. The file must outlive the model. Throws
   // model::Error listing every missing or misshapen tensor, or naming an unknown architecture.
   static std::unique_ptr<Model> load(const gguf::File& file);
+  // load(file), then, when file holds a private copy of its tensors (gguf::File::Load::Copy),
+  // rearranges the Q8_0 matrices there into 16-row panels (tensor::pack_panels: the products are
+  // bit-identical, decoding reads them faster). The file cannot be loaded again afterwards.
+  // pool (may be null) does the rearranging.
+  static std::unique_ptr<Model> load_and_pack(gguf::File& file, tensor::ThreadPool* pool);
 
   const HParams& hparams() const { return hp_; }
   const tensor::MatrixView& token_embd() const { return token_embd_; }

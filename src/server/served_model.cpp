@@ -23,7 +23,7 @@ std::unique_ptr<ServedModel> ServedModel::load(const std::string& id, const std:
   m->path = path;
   m->file = std::make_unique<gguf::File>(
       gguf::File::open(path, copy_weights ? gguf::File::Load::Copy : gguf::File::Load::Map));
-  m->model = model::Model::load(*m->file);
+  m->model = model::Model::load_and_pack(*m->file, nullptr);
   m->tok = tokenizer::Tokenizer::from_gguf(*m->file);
   if (m->tok->n_vocab() != m->model->hparams().n_vocab) {
     throw std::runtime_error(fmt::format("{}: the tokenizer has {} tokens, the model {}", path,

@@ -49,6 +49,7 @@ enum class Slot : int {
   Q4_K,
   Q5_K,
   Q6_K,
+  Q8_0_Panels,  // Q8_0 in WeightLayout::kPanels16 (ops.h)
   kCount
 };
 inline constexpr int kSlotCount = static_cast<int>(Slot::kCount);
@@ -118,6 +119,9 @@ struct GemmArgs {
   int64_t n_tokens = 0;
   float* y = nullptr;
   int64_t ldy = 0;
+  // Slot::Q8_0_Panels: rows [0, packed_rows) are in 16-row panels (WeightLayout::kPanels16; panel
+  // p at w + 16 * p * row_bytes), the rest in the row layout. row_begin is a multiple of 16.
+  int64_t packed_rows = 0;
 };
 
 using GemmFn = void (*)(const GemmArgs&);
@@ -181,6 +185,10 @@ namespace scalar {
 void fill_table(KernelTable* table);
 void prepare_acts(const float* x, int64_t cols, int64_t t_begin, int64_t t_end,
                   const ActFormat& format, const Activations& out);
+// Rows [begin, end) of a Slot::Q8_0_Panels product (either part of the matrix), one row and
+// token at a time, from quantized activations in any tile layout: the reference, and the vector
+// kernels' path for the rows after the last whole panel.
+void q8_0_panel_rows(const GemmArgs& a, int64_t begin, int64_t end);
 }  // namespace scalar
 
 // Per-target table fillers of the Highway translation units. They fill the slots their unit

@@ -18,6 +18,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -240,6 +241,143 @@ void gemm_amx(const GemmArgs& g, UnpackFn unpack) {
 void gemm_amx_q4_0(const GemmArgs& g) { gemm_amx(g, unpack_q4_0); }
 void gemm_amx_q8_0(const GemmArgs& g) { gemm_amx(g, unpack_q8_0); }
 
+// Q8_0 in 16-row panels (WeightLayout::kPanels16). A block column's 8 groups of 64 bytes (quants
+// 4g..4g+3 of the 16 rows) are exactly the tile unit's B operand for K = 32, so the weights load
+// straight from the matrix with no unpacking; the activations are the A operand (16 tokens x 32
+// quants), laid out once per call as [token tile][block][token][32]. C is then [token][row]:
+// each token's accumulator vector holds the panel's 16 rows, and the float steps per lane are
+// the scalar kernel's.
+TileConfig make_panel_config() {
+  TileConfig c;
+  for (int set = 0; set < 2; ++set) {
+    c.rows[3 * set] = kTokens;  // A: tokens x the block's 32 quants
+    c.colsb[3 * set] = kBlock;
+    c.rows[3 * set + 1] = kBlock / 4;  // B: groups of 4 quants x 16 rows
+    c.colsb[3 * set + 1] = kRows * 4;
+    c.rows[3 * set + 2] = kTokens;  // C: tokens x rows
+    c.colsb[3 * set + 2] = kRows * 4;
+  }
+  return c;
+}
+
+constexpr size_t kColumnBytes = kRows * 34;  // one block column of a panel
+constexpr int64_t kATileBytes = kTokens * kBlock;
+
+template <int kSet>
+inline void panel_tile_product(const uint8_t* col, const int8_t* a) {
+  if constexpr (kSet == 0) {
+    MAAS_TILE_LOAD(0, a, kBlock, kATileBytes);
+    MAAS_TILE_LOAD(1, col + 32, kRows * 4, kRows * kBlock);
+    _tile_zero(2);
+    _tile_dpbssd(2, 0, 1);
+  } else {
+    MAAS_TILE_LOAD(3, a, kBlock, kATileBytes);
+    MAAS_TILE_LOAD(4, col + 32, kRows * 4, kRows * kBlock);
+    _tile_zero(5);
+    _tile_dpbssd(5, 3, 4);
+  }
+}
+
+// y for the 16 rows of the panel at `panel` (rows r0..) and the n_tok tokens from t0, whose
+// quants and scales are at a ([block][token][32]) and da ([block][token]).
+void panel_group(const GemmArgs& g, const uint8_t* panel, int64_t r0, const int8_t* a,
+                 const float* da, int64_t t0, int n_tok, int32_t* c_ring) {
+  const int64_t n_blocks = g.cols / kBlock;
+  __m512 acc[kTokens];
+  for (int t = 0; t < kTokens; ++t) acc[t] = _mm512_setzero_ps();
+  panel_tile_product<0>(panel, a);
+  store_product<0>(c_ring);
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const bool more = b + 1 < n_blocks;
+    const uint8_t* col = panel + static_cast<size_t>(b) * kColumnBytes;
+    if (more) {
+      if (b % 2 == 0) {
+        panel_tile_product<1>(col + kColumnBytes, a + (b + 1) * kATileBytes);
+      } else {
+        panel_tile_product<0>(col + kColumnBytes, a + (b + 1) * kATileBytes);
+      }
+    }
+    // Tile loads do not start the hardware's L1 prefetch (see product_group).
+    if (b + kPrefetchBlocks < n_blocks) {
+      const uint8_t* pw = col + kPrefetchBlocks * kColumnBytes;
+      const int8_t* pa = a + (b + kPrefetchBlocks) * kATileBytes;
+      for (size_t line = 0; line < kColumnBytes; line += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(pw + line), _MM_HINT_T0);
+      }
+      for (int line = 0; line < kATileBytes; line += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(pa + line), _MM_HINT_T0);
+      }
+    }
+    const int32_t* c = c_ring + (b % 2) * kRows * kTokens;
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(col)));
+    const float* dab = da + b * kTokens;
+#pragma GCC unroll 16
+    for (int t = 0; t < kTokens; ++t) {
+      const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(dab[t]));
+      const __m512 dot = _mm512_cvtepi32_ps(_mm512_load_si512(c + t * kRows));
+      acc[t] = _mm512_fmadd_ps(dot, scale, acc[t]);
+    }
+    if (more) {
+      int32_t* next = c_ring + ((b + 1) % 2) * kRows * kTokens;
+      if (b % 2 == 0) {
+        store_product<1>(next);
+      } else {
+        store_product<0>(next);
+      }
+    }
+  }
+  for (int t = 0; t < n_tok; ++t) _mm512_storeu_ps(g.y + (t0 + t) * g.ldy + r0, acc[t]);
+}
+
+void gemm_amx_q8_0_panels(const GemmArgs& g) {
+  const Activations& act = *g.act;
+  const int64_t n_blocks = g.cols / kBlock;
+  const int64_t n_tiles = (g.n_tokens + kTokens - 1) / kTokens;
+  const size_t a_bytes = static_cast<size_t>(n_tiles * n_blocks * kATileBytes);
+  auto* a = static_cast<int8_t*>(thread_scratch(
+      kScratchPanel, a_bytes + sizeof(float) * static_cast<size_t>(n_tiles * n_blocks * kTokens)));
+  auto* da = reinterpret_cast<float*>(a + a_bytes);  // a_bytes is a multiple of 64
+  auto* c_ring = static_cast<int32_t*>(
+      thread_scratch(kScratchAccumulators, sizeof(int32_t) * kRing * kRows * kTokens));
+  const int64_t panels_end = std::min(g.row_end, g.packed_rows);
+  const int64_t first =
+      std::min((g.row_begin + kRows - 1) / kRows * kRows, std::max(panels_end, g.row_begin));
+  if (first > g.row_begin) scalar::q8_0_panel_rows(g, g.row_begin, first);
+  int64_t r0 = first;
+  if (r0 + kRows <= panels_end) {
+    // The activations as A tiles; tokens past the end are zeros (their results are dropped).
+    for (int64_t tile = 0; tile < n_tiles; ++tile) {
+      for (int64_t b = 0; b < n_blocks; ++b) {
+        int8_t* dst = a + (tile * n_blocks + b) * kATileBytes;
+        float* dst_d = da + (tile * n_blocks + b) * kTokens;
+        for (int t = 0; t < kTokens; ++t) {
+          const int64_t tok = tile * kTokens + t;
+          if (tok < g.n_tokens) {
+            std::memcpy(dst + t * kBlock, act.q + act.q_index(tok, b * kBlock), kBlock);
+            dst_d[t] = act.d[act.d_index(tok, b)];
+          } else {
+            std::memset(dst + t * kBlock, 0, kBlock);
+            dst_d[t] = 0.0f;
+          }
+        }
+      }
+    }
+    static const TileConfig config = make_panel_config();
+    _tile_loadconfig(&config);
+    for (; r0 + kRows <= panels_end; r0 += kRows) {
+      const uint8_t* panel = g.w + static_cast<size_t>(r0) * g.row_bytes;
+      for (int64_t tile = 0; tile < n_tiles; ++tile) {
+        const int n_tok = static_cast<int>(std::min<int64_t>(kTokens, g.n_tokens - tile * kTokens));
+        panel_group(g, panel, r0, a + tile * n_blocks * kATileBytes, da + tile * n_blocks * kTokens,
+                    tile * kTokens, n_tok, c_ring);
+      }
+    }
+    _tile_release();
+    amx::count_product();
+  }
+  if (g.row_end > r0) scalar::q8_0_panel_rows(g, r0, g.row_end);
+}
+
 }  // namespace
 
 MAAS_AMX_END
@@ -260,6 +398,9 @@ void fill_amx_kernels(KernelTable* table) {
   };
   install(Slot::Q4_0, gemm_amx_q4_0);
   install(Slot::Q8_0, gemm_amx_q8_0);
+  // Activations in the plain layout (one token after another), copied into A tiles per call.
+  table->types[static_cast<int>(Slot::Q8_0_Panels)] =
+      TypeKernel{gemm_amx_q8_0_panels, ActFormat{32, 32, 0, 1}, kRows};
 }
 
 namespace amx {

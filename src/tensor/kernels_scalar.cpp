@@ -221,6 +221,35 @@ void gemm_quant(const GemmArgs& a) {
 
 }  // namespace
 
+void q8_0_panel_rows(const GemmArgs& a, int64_t begin, int64_t end) {
+  constexpr int64_t kRows = 16;
+  constexpr size_t kColumnBytes = kRows * 34;
+  const Activations& qa = *a.act;
+  const int64_t n_blocks = a.cols / 32;
+  uint8_t blk[34];
+  int8_t q[32];
+  for (int64_t r = begin; r < end; ++r) {
+    const bool packed = r < a.packed_rows;
+    const uint8_t* panel = a.w + static_cast<size_t>(r / kRows * kRows) * a.row_bytes;
+    const int64_t i = r % kRows;
+    for (int64_t t = 0; t < a.n_tokens; ++t) {
+      float acc = 0.0f;
+      for (int64_t b = 0; b < n_blocks; ++b) {
+        if (packed) {
+          const uint8_t* col = panel + static_cast<size_t>(b) * kColumnBytes;
+          std::memcpy(blk, col + 2 * i, 2);
+          for (int g = 0; g < 8; ++g) std::memcpy(blk + 2 + 4 * g, col + 32 + 64 * g + 4 * i, 4);
+        } else {
+          std::memcpy(blk, a.w + static_cast<size_t>(r) * a.row_bytes + b * 34, 34);
+        }
+        for (int j = 0; j < 32; ++j) q[j] = qa.q[qa.q_index(t, b * 32 + j)];
+        acc = block_q8_0(blk, ActBlock{q, qa.d[qa.d_index(t, b)], nullptr}, acc);
+      }
+      a.y[t * a.ldy + r] = acc;
+    }
+  }
+}
+
 void prepare_acts(const float* x, int64_t cols, int64_t t_begin, int64_t t_end,
                   const ActFormat& format, const Activations& out) {
   if (format.block == 0) {  // f32 in the interleaved layout
@@ -284,6 +313,8 @@ void fill_table(KernelTable* table) {
   set(Slot::Q4_K, gemm_quant<block_q45_k<false>, 256, 144, 32>, k32);
   set(Slot::Q5_K, gemm_quant<block_q45_k<true>, 256, 176, 32>, k32);
   set(Slot::Q6_K, gemm_quant<block_q6_k, 256, 210, 16>, k16);
+  table->types[static_cast<int>(Slot::Q8_0_Panels)] =
+      TypeKernel{[](const GemmArgs& a) { q8_0_panel_rows(a, a.row_begin, a.row_end); }, b32, 16};
 }
 
 }  // namespace maas::tensor::kernels::scalar

@@ -25,10 +25,6 @@ float dot(const float* a, const float* b, int64_t n) {
   return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
 }
 
-void get_row(const MatrixView& w, int64_t r, float* out) {
-  dequantize_row(w.type, w.data + static_cast<size_t>(r) * w.row_bytes, out, w.cols);
-}
-
 namespace {
 
 // Below this many multiply-adds a product runs on the calling thread alone: waking the pool would
@@ -57,6 +53,11 @@ void check_matrix(const MatrixView& w, const float* x, int64_t n_tokens, const f
                                 " is smaller than a row of " + std::to_string(w.cols) + " " +
                                 type_label(w.type));
   }
+  if (w.layout == WeightLayout::kPanels16 &&
+      (w.type != gguf::TensorType::Q8_0 || w.row_bytes != *bytes)) {
+    throw std::invalid_argument("matmul: the panel layout needs Q8_0 rows without padding, not " +
+                                type_label(w.type));
+  }
   if (n_tokens > 0 && w.rows > 0 && (x == nullptr || y == nullptr || w.data == nullptr)) {
     throw std::invalid_argument("matmul: null buffer");
   }
@@ -69,6 +70,13 @@ void check_matrix(const MatrixView& w, const float* x, int64_t n_tokens, const f
   }
 }
 
+}  // namespace
+
+namespace {
+int slot_of(const MatrixView& w) {
+  return w.layout == WeightLayout::kPanels16 ? static_cast<int>(kernels::Slot::Q8_0_Panels)
+                                             : kernels::slot_of(w.type);
+}
 }  // namespace
 
 bool prompt_kernels_differ(gguf::TensorType type) {
@@ -86,7 +94,7 @@ void matmul(const MatrixView& w, const float* x, int64_t n_tokens, float* y, Thr
   }
   const kernels::KernelTable& table =
       w.row_bytes <= kernels::kMaxVectorRowBytes ? kernels::active() : kernels::scalar_table();
-  const int slot = kernels::slot_of(w.type);
+  const int slot = slot_of(w);
   const kernels::TypeKernel& kernel =
       kind == TokenKind::kPrompt && table.prompt[slot].gemm != nullptr ? table.prompt[slot]
       : n_tokens < table.few_tokens_below                              ? table.few_tokens[slot]
@@ -103,6 +111,7 @@ void matmul(const MatrixView& w, const float* x, int64_t n_tokens, float* y, Thr
   args.y = y;
   args.ldy = w.rows;
   args.x = x;
+  if (w.layout == WeightLayout::kPanels16) args.packed_rows = w.rows / kPanelRows * kPanelRows;
 
   // Prepared activations live in the caller's scratch and are read by every worker.
   kernels::Activations act;

@@ -12,14 +12,35 @@ namespace maas::tensor {
 
 class ThreadPool;
 
-// A row-major matrix of `rows` rows with `cols` elements each, stored in a GGUF weight type.
+// How a matrix's bytes are arranged. kRows: as in a GGUF file, row r at data + r * row_bytes.
+// kPanels16 (Q8_0 only, see pack_panels): the same bytes permuted so that each group of 16 rows
+// is one contiguous panel with the 16 rows' quants side by side, the layout the vector kernels
+// read without transposing; rows past the last whole panel stay as in kRows.
+enum class WeightLayout { kRows, kPanels16 };
+
+// A matrix of `rows` rows with `cols` elements each, stored in a GGUF weight type.
 struct MatrixView {
   gguf::TensorType type = gguf::TensorType::F32;
   const uint8_t* data = nullptr;
   int64_t cols = 0;
   int64_t rows = 0;
   size_t row_bytes = 0;
+  WeightLayout layout = WeightLayout::kRows;
 };
+
+// Rows per panel of WeightLayout::kPanels16.
+inline constexpr int64_t kPanelRows = 16;
+
+// Whether pack_panels applies to w (a kRows Q8_0 matrix with unpadded rows and at least one
+// whole panel).
+bool can_pack_panels(const MatrixView& w);
+// Rearranges w's bytes in place (data must be w.data, writable) into WeightLayout::kPanels16 and
+// sets w->layout; does nothing unless can_pack_panels(*w). Panel p (rows 16p..16p+15) takes the
+// bytes rows 16p..16p+15 had, as n = cols / 32 block columns of 544 bytes: block column b holds
+// the 16 rows' fp16 scales of block b (row i at byte 2i), then 8 groups of 64 bytes, group g
+// holding quants 4g..4g+3 of block b of row i at bytes 32 + 64g + 4i (a pure permutation: the
+// products are bit-identical to the row layout's). Runs on the pool's threads (may be null).
+void pack_panels(MatrixView* w, uint8_t* data, ThreadPool* pool);
 
 // What the tokens of a product are. Prompt tokens (prefill) may get kernels that are much faster
 // for many tokens but sum in another order (on CPUs with AMX, F16 and BF16 weights go to the
@@ -43,7 +64,7 @@ void matmul(const MatrixView& w, const float* x, int64_t n_tokens, float* y, Thr
 // CPU target in use (and so give slightly different sums).
 bool prompt_kernels_differ(gguf::TensorType type);
 
-// Dequantizes row r of w into out (w.cols floats).
+// Dequantizes row r of w (either layout) into out (w.cols floats).
 void get_row(const MatrixView& w, int64_t r, float* out);
 
 // out = x / sqrt(mean(x^2) + eps) * weight, over n elements (weight may be null: no scaling).

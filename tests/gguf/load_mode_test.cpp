@@ -85,5 +85,38 @@ TEST(LoadModeTest, ALargeCopyEqualsTheMapping) {
   EXPECT_EQ(0, std::memcmp(c->data, big.data(), c->n_bytes));
 }
 
+// File::rewrite hands out the copy's tensor data writable for one call, once; a mapped file is
+// never written.
+TEST(LoadModeTest, RewriteChangesOnlyACopyOnce) {
+  Writer w;
+  std::vector<float> a(3000, 1.5f);
+  w.add_tensor_f32("a", {a.size()}, a);
+  const std::string path = test::scratch_dir() + "/rewrite.gguf";
+  w.write(path);
+  File mapped = File::open(path);
+  bool called = false;
+  EXPECT_FALSE(mapped.rewrite([&](const File::WritableData&) { called = true; }));
+  EXPECT_FALSE(called);
+  EXPECT_FALSE(mapped.rewritten());
+
+  File copied = File::open(path, File::Load::Copy);
+  const TensorInfo& t = *copied.tensor("a");
+  EXPECT_TRUE(copied.rewrite([&](const File::WritableData& writable) {
+    uint8_t* data = writable(t);
+    EXPECT_EQ(data, t.data);
+    const float two = 2.0f;
+    std::memcpy(data + 4 * 2999, &two, sizeof two);
+  }));
+  EXPECT_TRUE(copied.rewritten());
+  float last;
+  std::memcpy(&last, t.data + 4 * 2999, sizeof last);
+  EXPECT_EQ(last, 2.0f);
+  EXPECT_FALSE(copied.rewrite([&](const File::WritableData&) { called = true; }));
+  EXPECT_FALSE(called);
+  EXPECT_EQ(0, std::memcmp(mapped.tensor("a")->data, a.data(), a.size() * sizeof(float)));
+  // Read-only again afterwards.
+  EXPECT_DEATH(const_cast<uint8_t*>(t.data)[0] = 0, "");
+}
+
 }  // namespace
 }  // namespace maas::gguf
