@@ -7,7 +7,8 @@
 // A read-bandwidth probe gives the machine's roofline for comparison.
 //
 //   matmul_bench [--threads=N] [--target=NAME] [--hot] [--huge] [google benchmark flags]
-//   matmul_bench --model=FILE [--layout=mmap|anon|anon_huge] [--tokens=N] [--threads=N]
+//   matmul_bench --model=FILE [--layout=mmap|anon|anon_huge] [--panels] [--tokens=N]
+//                [--threads=N]
 // e.g. --benchmark_repetitions=5 --benchmark_report_aggregates_only=true for medians.
 #include <benchmark/benchmark.h>
 #include <sys/mman.h>
@@ -39,8 +40,9 @@ namespace tensor = maas::tensor;
 
 constexpr size_t kArenaBytes = size_t{1} << 30;
 int g_threads = 2;
-bool g_hot = false;   // reuse one matrix (cache-resident) instead of rotating through the arena
-bool g_huge = false;  // back the arena with transparent huge pages
+bool g_hot = false;     // reuse one matrix (cache-resident) instead of rotating through the arena
+bool g_huge = false;    // back the arena with transparent huge pages
+bool g_panels = false;  // --model with an anon layout: Q8_0 matrices in 16-row panels
 
 // A 1 GiB buffer of valid weights of one type: random quants with sane fp16 scales.
 struct Arena {
@@ -251,6 +253,9 @@ int replay_model(const std::string& path, const std::string& layout, int n_token
     add(b + "ffn_down.weight", "down");
   }
   if (!add("output.weight", "output")) add("token_embd.weight", "output");
+  if (g_panels && base != lo) {
+    for (Step& s : steps) tensor::pack_panels(&s.w, const_cast<uint8_t*>(s.w.data), &pool());
+  }
   int64_t max_dim = 0;
   for (const Step& s : steps) max_dim = std::max({max_dim, s.w.rows, s.w.cols});
   std::vector<float> x(static_cast<size_t>(max_dim), 0.01f), y(static_cast<size_t>(max_dim));
@@ -274,9 +279,9 @@ int replay_model(const std::string& path, const std::string& layout, int n_token
   double total_bytes = 0;
   for (const auto& [k, v] : bytes) total_bytes += v;
   const double med = per_token[per_token.size() / 2];
-  std::printf("%s layout=%s: %.2f ms/token median (min %.2f), %.2f tok/s, %.1f GB/s\n",
-              path.c_str(), layout.c_str(), med * 1e3, per_token.front() * 1e3, 1 / med,
-              total_bytes / n_tokens / med / 1e9);
+  std::printf("%s layout=%s%s: %.2f ms/token median (min %.2f), %.2f tok/s, %.1f GB/s\n",
+              path.c_str(), layout.c_str(), g_panels ? " panels" : "", med * 1e3,
+              per_token.front() * 1e3, 1 / med, total_bytes / n_tokens / med / 1e9);
   for (const auto& [k, v] : seconds) {
     std::printf("  %-7s %7.2f ms/token %6.1f GB/s\n", k.c_str(), v / n_tokens * 1e3,
                 bytes[k] / v / 1e9);
@@ -302,6 +307,8 @@ int main(int argc, char** argv) {
       replay_tokens = std::max(1, std::atoi(arg.c_str() + 9));
     } else if (arg == "--huge") {
       g_huge = true;
+    } else if (arg == "--panels") {
+      g_panels = true;
     } else if (arg == "--hot") {
       g_hot = true;
     } else if (arg.rfind("--target=", 0) == 0) {

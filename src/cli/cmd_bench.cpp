@@ -41,10 +41,19 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 void bench(const BenchOptions& o) {
+  const auto load_start = std::chrono::steady_clock::now();
   auto file =
       gguf::File::open(o.model_path, o.mmap ? gguf::File::Load::Map : gguf::File::Load::Copy);
   tensor::ThreadPool pool(o.threads);
   auto model = model::Model::load_and_pack(file, &pool);
+  const double load_seconds = seconds_since(load_start);
+  int panel_matrices = 0;
+  for (const auto& L : model->layers()) {
+    for (const auto* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) {
+      panel_matrices += m->layout == tensor::WeightLayout::kPanels16 ? 1 : 0;
+    }
+  }
+  panel_matrices += model->output().layout == tensor::WeightLayout::kPanels16 ? 1 : 0;
   const auto& hp = model->hparams();
 
   // Bytes of weights one decoded token reads: every layer matrix and the output matrix (the
@@ -100,8 +109,10 @@ void bench(const BenchOptions& o) {
       "model: {} ({}, {:.3f}B matrix parameters, {:.1f} MiB streamed per decoded token)\n",
       o.model_path, hp.arch_name, static_cast<double>(params) / 1e9,
       static_cast<double>(weight_bytes) / (1 << 20));
-  out += fmt::format("threads: {}, reps: {}, weights: {}\n", pool.size(), o.reps,
-                     o.mmap ? "mapped (--mmap)" : "read into memory");
+  out += fmt::format("threads: {}, reps: {}, weights: {} in {:.2f} s", pool.size(), o.reps,
+                     o.mmap ? "mapped (--mmap)" : "read into memory", load_seconds);
+  if (panel_matrices > 0) out += fmt::format(", {} Q8_0 matrices in 16-row panels", panel_matrices);
+  out += "\n";
   if (!pp.empty()) {
     out += fmt::format("pp{}: {:.1f} tok/s (min {:.1f}, max {:.1f})\n", o.n_prompt, pps.median,
                        pps.min, pps.max);
