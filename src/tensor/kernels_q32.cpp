@@ -251,11 +251,13 @@ struct Q8Panels {
 
   // Decoding one token: kStreams panels at once, block by block, each from its own part of the
   // range (panel i of group k is first + k + i * S, S = ceil(n / kStreams)), so that the core
-  // reads kStreams sequential streams: one stream alone does not keep enough reads in flight
-  // (measured with 2 threads, 8192x2048: one panel at a time 21-24 GB/s, 2, 4 or 8 streams
-  // 27-28.5; software prefetch on top of them changed nothing). Missing panels of the last
-  // groups repeat one (computed and dropped).
+  // reads kStreams sequential streams, each prefetched kPrefetchBytes ahead. Measured with 2
+  // threads (matmul_bench --huge, 8192x2048 and 2048x8192): one panel at a time 21-24 GB/s (one
+  // stream per core keeps too few reads in flight), 2, 4 or 8 at once 27-28.5 on a fast evening;
+  // on a slower one, prefetching 1, 2 or 4 KiB ahead gave 25.1 -> 26.4, 26.8, 26.6 (3 rounds
+  // each, alternating). Missing panels of the last groups repeat one (computed and dropped).
   static constexpr int kStreams = 4;
+  static constexpr size_t kPrefetchBytes = 2048;
   static void DecodePanels(const GemmArgs& a, int64_t first, int64_t n_panels) {
     const DU du;
     const DF df;
@@ -281,6 +283,11 @@ struct Q8Panels {
       }
       for (int64_t b = 0; b < n_blocks; ++b) {
         const size_t off = static_cast<size_t>(b) * kColumnBytes;
+        for (int i = 0; i < kStreams; ++i) {
+          for (size_t line = 0; line < kColumnBytes; line += 64) {
+            __builtin_prefetch(panel[i] + off + kPrefetchBytes + line);
+          }
+        }
         const VF da = hn::Set(df, xd[b * kMaxTile]);
         const int32_t init = xinit[b * kMaxTile];
         for (int i = 0; i < kStreams; ++i) {
