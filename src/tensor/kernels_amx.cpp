@@ -149,6 +149,28 @@ inline void store_product(int32_t* c) {
   }
 }
 
+// Stores block b + 1's product (tile set (b + 1) % 2) to its buffer in the ring.
+inline void store_next_product(int32_t* c_ring, int64_t b) {
+  int32_t* next = c_ring + ((b + 1) % 2) * kRows * kTokens;
+  if (b % 2 == 0) {
+    store_product<1>(next);
+  } else {
+    store_product<0>(next);
+  }
+}
+
+// The float step of one block for a stored product c (16 vectors of 16 int32): acc[i] =
+// fma(float(c[i]), lanes * s[i], acc[i]), lanes holding one operand's scales per lane and s[i]
+// the other's for vector i (the product of the two scales is the same either way round).
+inline void scale_product(const int32_t* c, __m512 lanes, const float* s, __m512* acc) {
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) {
+    const __m512 scale = _mm512_mul_ps(lanes, _mm512_set1_ps(s[i]));
+    const __m512 dot = _mm512_cvtepi32_ps(_mm512_load_si512(c + i * 16));
+    acc[i] = _mm512_fmadd_ps(dot, scale, acc[i]);
+  }
+}
+
 // y for rows [r0, r0 + 16) of the panel in `a`/`dw` and tokens [t0, t0 + 16).
 void product_group(const GemmArgs& g, const int8_t* a, const float* dw, int64_t r0, int n_rows,
                    int64_t t0, int32_t* c_ring, float* out_buf) {
@@ -183,23 +205,9 @@ void product_group(const GemmArgs& g, const int8_t* a, const float* dw, int64_t 
         _mm_prefetch(reinterpret_cast<const char*>(pq + line), _MM_HINT_T0);
       }
     }
-    const int32_t* c = c_ring + (b % 2) * kRows * kTokens;
-    const __m512 da = _mm512_loadu_ps(d + b * kTokens);
-    const float* dwb = dw + b * kRows;
-#pragma GCC unroll 16
-    for (int r = 0; r < kRows; ++r) {
-      const __m512 scale = _mm512_mul_ps(_mm512_set1_ps(dwb[r]), da);
-      const __m512 dot = _mm512_cvtepi32_ps(_mm512_load_si512(c + r * kTokens));
-      acc[r] = _mm512_fmadd_ps(dot, scale, acc[r]);
-    }
-    if (more) {
-      int32_t* next = c_ring + ((b + 1) % 2) * kRows * kTokens;
-      if (b % 2 == 0) {
-        store_product<1>(next);
-      } else {
-        store_product<0>(next);
-      }
-    }
+    scale_product(c_ring + (b % 2) * kRows * kTokens, _mm512_loadu_ps(d + b * kTokens),
+                  dw + b * kRows, acc);
+    if (more) store_next_product(c_ring, b);
   }
   for (int r = 0; r < kRows; ++r) _mm512_store_ps(out_buf + r * kTokens, acc[r]);
   for (int t = 0; t < n_tok; ++t) {
@@ -308,23 +316,9 @@ void panel_group(const GemmArgs& g, const uint8_t* panel, int64_t r0, const int8
         _mm_prefetch(reinterpret_cast<const char*>(pa + line), _MM_HINT_T0);
       }
     }
-    const int32_t* c = c_ring + (b % 2) * kRows * kTokens;
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(col)));
-    const float* dab = da + b * kTokens;
-#pragma GCC unroll 16
-    for (int t = 0; t < kTokens; ++t) {
-      const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(dab[t]));
-      const __m512 dot = _mm512_cvtepi32_ps(_mm512_load_si512(c + t * kRows));
-      acc[t] = _mm512_fmadd_ps(dot, scale, acc[t]);
-    }
-    if (more) {
-      int32_t* next = c_ring + ((b + 1) % 2) * kRows * kTokens;
-      if (b % 2 == 0) {
-        store_product<1>(next);
-      } else {
-        store_product<0>(next);
-      }
-    }
+    scale_product(c_ring + (b % 2) * kRows * kTokens, dw, da + b * kTokens, acc);
+    if (more) store_next_product(c_ring, b);
   }
   for (int t = 0; t < n_tok; ++t) _mm512_storeu_ps(g.y + (t0 + t) * g.ldy + r0, acc[t]);
 }
