@@ -8,6 +8,7 @@
 #include "gguf/gguf.h"
 #include "model/kv_cache.h"
 #include "server/model_registry.h"
+#include "tensor/thread_pool.h"
 
 namespace maas::server {
 
@@ -23,7 +24,11 @@ std::unique_ptr<ServedModel> ServedModel::load(const std::string& id, const std:
   m->path = path;
   m->file = std::make_unique<gguf::File>(
       gguf::File::open(path, copy_weights ? gguf::File::Load::Copy : gguf::File::Load::Map));
-  m->model = model::Model::load_and_pack(*m->file, nullptr);
+  {
+    // The engine's threads do not exist yet: a pool of as many for the rearranging.
+    tensor::ThreadPool pool(config.threads);
+    m->model = model::Model::load_and_pack(*m->file, &pool);
+  }
   m->tok = tokenizer::Tokenizer::from_gguf(*m->file);
   if (m->tok->n_vocab() != m->model->hparams().n_vocab) {
     throw std::runtime_error(fmt::format("{}: the tokenizer has {} tokens, the model {}", path,
