@@ -70,13 +70,11 @@ void check_matrix(const MatrixView& w, const float* x, int64_t n_tokens, const f
   }
 }
 
-}  // namespace
-
-namespace {
 int slot_of(const MatrixView& w) {
   return w.layout == WeightLayout::kPanels16 ? static_cast<int>(kernels::Slot::Q8_0_Panels)
                                              : kernels::slot_of(w.type);
 }
+
 }  // namespace
 
 bool prompt_kernels_differ(gguf::TensorType type) {
