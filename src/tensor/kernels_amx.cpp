@@ -25,6 +25,7 @@
 
 #include "tensor/amx_tiles.h"
 #include "tensor/kernels.h"
+#include "tensor/panels.h"
 
 namespace maas::tensor::kernels {
 
@@ -268,19 +269,19 @@ TileConfig make_panel_config() {
   return c;
 }
 
-constexpr size_t kColumnBytes = kRows * 34;  // one block column of a panel
+using panels::kColumnBytes;
 constexpr int64_t kATileBytes = kTokens * kBlock;
 
 template <int kSet>
 inline void panel_tile_product(const uint8_t* col, const int8_t* a) {
   if constexpr (kSet == 0) {
     MAAS_TILE_LOAD(0, a, kBlock, kATileBytes);
-    MAAS_TILE_LOAD(1, col + 32, kRows * 4, kRows * kBlock);
+    MAAS_TILE_LOAD(1, col + panels::kQuantsOffset, panels::kGroupBytes, kRows * kBlock);
     _tile_zero(2);
     _tile_dpbssd(2, 0, 1);
   } else {
     MAAS_TILE_LOAD(3, a, kBlock, kATileBytes);
-    MAAS_TILE_LOAD(4, col + 32, kRows * 4, kRows * kBlock);
+    MAAS_TILE_LOAD(4, col + panels::kQuantsOffset, panels::kGroupBytes, kRows * kBlock);
     _tile_zero(5);
     _tile_dpbssd(5, 3, 4);
   }

@@ -14,6 +14,7 @@
 
 #include "hwy/highway.h"
 #include "tensor/kernels_simd-inl.h"
+#include "tensor/panels.h"
 
 MAAS_BEGIN_TARGET();
 namespace maas::tensor::kernels::HWY_NAMESPACE {
@@ -180,7 +181,7 @@ struct Q8Panels {
   static constexpr bool kSigned = !HasVnni<kAvxVnni>();
   static constexpr int kBias = kSigned ? 0 : 128;
   static constexpr int kHalves = 16 / kLanes;  // vectors per 16 rows
-  static constexpr size_t kColumnBytes = 16 * 34;
+  static constexpr size_t kColumnBytes = panels::kColumnBytes;
 
   static HWY_INLINE VF Scales(const uint8_t* col, int h) {
 #if HWY_TARGET == HWY_AVX2
@@ -216,8 +217,8 @@ struct Q8Panels {
           s[t] = kBias != 0 ? hn::Set(di, tile.Init(b, t)) : hn::Zero(di);
 #pragma GCC unroll 8
         for (int g = 0; g < 8; ++g) {
-          VU q =
-              hn::LoadU(du, reinterpret_cast<const uint32_t*>(col + 32 + 64 * g + 4 * kLanes * h));
+          VU q = hn::LoadU(
+              du, reinterpret_cast<const uint32_t*>(col + panels::quant_offset(kLanes * h, 4 * g)));
           if constexpr (!kSigned) q = hn::Xor(q, flip);
           for (int t = 0; t < kT; ++t) {
             const VI x = tile.Quants(8 * b + g, t);
@@ -301,7 +302,7 @@ struct Q8Panels {
           const VI x = BroadcastWord(xq + (8 * b + g) * kMaxTile * 4);
           for (int i = 0; i < kStreams; ++i) {
             for (int h = 0; h < kHalves; ++h) {
-              const uint8_t* group = panel[i] + off + 32 + 64 * g + 4 * kLanes * h;
+              const uint8_t* group = panel[i] + off + panels::quant_offset(kLanes * h, 4 * g);
               VU q = hn::LoadU(du, reinterpret_cast<const uint32_t*>(group));
               if constexpr (!kSigned) q = hn::Xor(q, flip);
               s[i][h] = kSigned ? DotI8I8(s[i][h], q, x) : DotU8I8<kAvxVnni>(s[i][h], q, x);

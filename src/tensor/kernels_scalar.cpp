@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "tensor/kernels.h"
+#include "tensor/panels.h"
 #include "tensor/quant.h"
 #include "tensor/quant_internal.h"
 
@@ -222,27 +223,23 @@ void gemm_quant(const GemmArgs& a) {
 }  // namespace
 
 void q8_0_panel_rows(const GemmArgs& a, int64_t begin, int64_t end) {
-  constexpr int64_t kRows = 16;
-  constexpr size_t kColumnBytes = kRows * 34;
   const Activations& qa = *a.act;
-  const int64_t n_blocks = a.cols / 32;
-  uint8_t blk[34];
-  int8_t q[32];
+  const int64_t n_blocks = a.cols / panels::kBlock;
+  uint8_t blk[panels::kBlockBytes];
+  int8_t q[panels::kBlock];
   for (int64_t r = begin; r < end; ++r) {
-    const bool packed = r < a.packed_rows;
-    const uint8_t* panel = a.w + static_cast<size_t>(r / kRows * kRows) * a.row_bytes;
-    const int64_t i = r % kRows;
+    const uint8_t* panel =
+        a.w + static_cast<size_t>(r / panels::kRows * panels::kRows) * a.row_bytes;
+    const uint8_t* row = a.w + static_cast<size_t>(r) * a.row_bytes;
     for (int64_t t = 0; t < a.n_tokens; ++t) {
       float acc = 0.0f;
       for (int64_t b = 0; b < n_blocks; ++b) {
-        if (packed) {
-          const uint8_t* col = panel + static_cast<size_t>(b) * kColumnBytes;
-          std::memcpy(blk, col + 2 * i, 2);
-          for (int g = 0; g < 8; ++g) std::memcpy(blk + 2 + 4 * g, col + 32 + 64 * g + 4 * i, 4);
+        if (r < a.packed_rows) {
+          panels::read_block(panel, r % panels::kRows, b, blk);
         } else {
-          std::memcpy(blk, a.w + static_cast<size_t>(r) * a.row_bytes + b * 34, 34);
+          std::memcpy(blk, row + b * panels::kBlockBytes, panels::kBlockBytes);
         }
-        for (int j = 0; j < 32; ++j) q[j] = qa.q[qa.q_index(t, b * 32 + j)];
+        for (int j = 0; j < panels::kBlock; ++j) q[j] = qa.q[qa.q_index(t, b * panels::kBlock + j)];
         acc = block_q8_0(blk, ActBlock{q, qa.d[qa.d_index(t, b)], nullptr}, acc);
       }
       a.y[t * a.ldy + r] = acc;

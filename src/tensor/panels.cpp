@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "tensor/ops.h"
+#include "tensor/panels.h"
 #include "tensor/quant.h"
 #include "tensor/thread_pool.h"
 
@@ -14,25 +15,14 @@ namespace maas::tensor {
 
 namespace {
 
-constexpr int64_t kBlock = 32;
-constexpr size_t kBlockBytes = 34;
-constexpr size_t kColumnBytes = kPanelRows * kBlockBytes;  // one block column of a panel: 544
-
-// Byte offsets within a panel's block column: the scale of row i, and quant j of row i.
-constexpr size_t scale_offset(int64_t i) { return static_cast<size_t>(2 * i); }
-constexpr size_t quant_offset(int64_t i, int64_t j) {
-  return static_cast<size_t>(32 + 64 * (j / 4) + 4 * i + j % 4);
-}
+using panels::kBlock;
+using panels::kBlockBytes;
 
 // One panel from rows (16 rows of n_blocks blocks each) into out (16 * n_blocks * 34 bytes).
 void pack_one(const uint8_t* rows, size_t row_bytes, int64_t n_blocks, uint8_t* out) {
   for (int64_t b = 0; b < n_blocks; ++b) {
-    uint8_t* col = out + static_cast<size_t>(b) * kColumnBytes;
     for (int64_t i = 0; i < kPanelRows; ++i) {
-      const uint8_t* blk = rows + static_cast<size_t>(i) * row_bytes + b * kBlockBytes;
-      std::memcpy(col + scale_offset(i), blk, 2);
-      for (int64_t g = 0; g < kBlock / 4; ++g)
-        std::memcpy(col + quant_offset(i, 4 * g), blk + 2 + 4 * g, 4);
+      panels::write_block(rows + static_cast<size_t>(i) * row_bytes + b * kBlockBytes, i, b, out);
     }
   }
 }
@@ -73,17 +63,13 @@ void get_row(const MatrixView& w, int64_t r, float* out) {
     dequantize_row(w.type, w.data + static_cast<size_t>(r) * w.row_bytes, out, w.cols);
     return;
   }
-  // Gather the row's blocks back into the row layout, then dequantize as usual.
+  // Each block gathered back into the row layout, then dequantized as usual.
   const uint8_t* panel = w.data + static_cast<size_t>(r / kPanelRows) * kPanelRows * w.row_bytes;
-  const int64_t i = r % kPanelRows;
-  std::vector<uint8_t> row(w.row_bytes);
+  uint8_t blk[kBlockBytes];
   for (int64_t b = 0; b < w.cols / kBlock; ++b) {
-    const uint8_t* col = panel + static_cast<size_t>(b) * kColumnBytes;
-    uint8_t* blk = row.data() + b * kBlockBytes;
-    std::memcpy(blk, col + scale_offset(i), 2);
-    for (int64_t j = 0; j < kBlock; j += 4) std::memcpy(blk + 2 + j, col + quant_offset(i, j), 4);
+    panels::read_block(panel, r % kPanelRows, b, blk);
+    dequantize_row(w.type, blk, out + b * kBlock, kBlock);
   }
-  dequantize_row(w.type, row.data(), out, w.cols);
 }
 
 }  // namespace maas::tensor
