@@ -49,7 +49,7 @@ void bench(const BenchOptions& o) {
   const double load_seconds = seconds_since(load_start);
   int panel_matrices = 0;
   for (const auto& L : model->layers()) {
-    for (const auto* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) {
+    for (const auto* m : L.matrices()) {
       panel_matrices += m->layout == tensor::WeightLayout::kPanels16 ? 1 : 0;
     }
   }
@@ -64,7 +64,7 @@ void bench(const BenchOptions& o) {
     params += static_cast<uint64_t>(m.rows * m.cols);
   };
   for (const auto& L : model->layers()) {
-    for (const auto* m : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) add(*m);
+    for (const auto* m : L.matrices()) add(*m);
   }
   add(model->output());
   if (!model->tied_output())

@@ -137,11 +137,12 @@ class File {
   const TensorInfo* tensor(std::string_view name) const;  // nullptr if absent
 
   // Load::Copy only: calls fn(writable) with the copy writable for the call (read-only before
-  // and after), where writable(t) is tensor t's data; rewritten() is true from then on. Returns
+  // and after), where writable(p) is the writable address of p, a pointer into the file's bytes
+  // such as a TensorInfo's data (Error for any other); rewritten() is true from then on. Returns
   // false without calling fn for a mapped or parsed file or one already rewritten. For readers
   // that rearrange tensors in place for their kernels (the copy's bytes then differ from the
   // file's).
-  using WritableData = std::function<uint8_t*(const TensorInfo&)>;
+  using WritableData = std::function<uint8_t*(const uint8_t*)>;
   bool rewrite(const std::function<void(const WritableData&)>& fn);
   bool rewritten() const { return rewritten_; }
 

@@ -507,7 +507,11 @@ bool File::rewrite(const std::function<void(const WritableData&)>& fn) {
     size_t len;
     ~Restore() { mprotect(addr, len, PROT_READ); }
   } restore{base, mapping_->len};
-  fn([base](const TensorInfo& t) { return base + (t.data - base); });
+  const size_t len = mapping_->len;
+  fn([base, len](const uint8_t* p) {
+    if (p < base || p >= base + len) throw Error("gguf: a pointer outside the file was rewritten");
+    return base + (p - base);
+  });
   return true;
 }
 

@@ -148,8 +148,7 @@ void BatchRunner::attention(int64_t layer, std::span<const SeqChunk> batch) {
 bool Model::prompt_arithmetic_differs() const {
   if (tensor::prompt_kernels_differ(output_.type)) return true;
   for (const LayerWeights& L : layers_) {
-    for (const tensor::MatrixView* w :
-         {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) {
+    for (const tensor::MatrixView* w : L.matrices()) {
       if (tensor::prompt_kernels_differ(w->type)) return true;
     }
   }

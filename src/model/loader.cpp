@@ -237,19 +237,11 @@ std::unique_ptr<Model> Model::load_and_pack(gguf::File& f, tensor::ThreadPool* p
   std::vector<tensor::MatrixView*> matrices = {&m->token_embd_};
   if (!m->tied_) matrices.push_back(&m->output_);
   for (LayerWeights& L : m->layers_) {
-    for (tensor::MatrixView* w :
-         {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) {
-      matrices.push_back(w);
-    }
+    for (tensor::MatrixView* w : L.matrices()) matrices.push_back(w);
   }
   f.rewrite([&](const gguf::File::WritableData& writable) {
     for (tensor::MatrixView* w : matrices) {
-      if (!tensor::can_pack_panels(*w)) continue;
-      const gguf::TensorInfo* t = nullptr;
-      for (const gguf::TensorInfo& info : f.tensors()) {
-        if (info.data == w->data) t = &info;
-      }
-      if (t != nullptr) tensor::pack_panels(w, writable(*t), pool);
+      if (tensor::can_pack_panels(*w)) tensor::pack_panels(w, writable(w->data), pool);
     }
   });
   if (m->tied_) m->output_ = m->token_embd_;

@@ -6,6 +6,7 @@
 // halves), "qwen3" (per-head RMSNorm of Q and K, split-half RoPE, explicit head size).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -56,6 +57,14 @@ struct LayerWeights {
   std::vector<float> bq, bk, bv;      // qwen2 (empty when absent)
   std::vector<float> q_norm, k_norm;  // qwen3 (empty when absent)
   tensor::MatrixView ffn_gate, ffn_up, ffn_down;
+
+  // The seven matrices, in the order a layer uses them.
+  std::array<const tensor::MatrixView*, 7> matrices() const {
+    return {&wq, &wk, &wv, &wo, &ffn_gate, &ffn_up, &ffn_down};
+  }
+  std::array<tensor::MatrixView*, 7> matrices() {
+    return {&wq, &wk, &wv, &wo, &ffn_gate, &ffn_up, &ffn_down};
+  }
 };
 
 class Model {

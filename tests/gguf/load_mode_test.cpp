@@ -101,9 +101,11 @@ TEST(LoadModeTest, RewriteChangesOnlyACopyOnce) {
 
   File copied = File::open(path, File::Load::Copy);
   const TensorInfo& t = *copied.tensor("a");
+  const uint8_t* a_outside = reinterpret_cast<const uint8_t*>(a.data());  // not the file's
   EXPECT_TRUE(copied.rewrite([&](const File::WritableData& writable) {
-    uint8_t* data = writable(t);
+    uint8_t* data = writable(t.data);
     EXPECT_EQ(data, t.data);
+    EXPECT_THROW(writable(a_outside), Error);
     const float two = 2.0f;
     std::memcpy(data + 4 * 2999, &two, sizeof two);
   }));

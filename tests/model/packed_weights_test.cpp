@@ -55,7 +55,7 @@ TEST(PackedWeightsTest, SameLogitsAsTheRowLayout) {
     const auto packed = model::Model::load_and_pack(copied, &two);
     EXPECT_EQ(rows->layers()[0].wq.layout, WeightLayout::kRows);
     for (const auto& L : packed->layers()) {
-      for (const auto* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.ffn_gate, &L.ffn_up, &L.ffn_down}) {
+      for (const auto* w : L.matrices()) {
         EXPECT_EQ(w->layout, WeightLayout::kPanels16);
       }
     }
