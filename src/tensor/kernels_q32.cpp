@@ -192,9 +192,12 @@ struct Q8Panels {
 #endif
   }
 
-  // Tokens [t0, t0 + kT) against the 16 rows of the panel at `panel` (rows r0..r0 + 15).
-  template <int kT>
-  static HWY_INLINE void Tile(const GemmArgs& a, const uint8_t* panel, int64_t r0, int64_t t0) {
+  // kP panels (16 rows each) against the tile of kT tokens from t0, over every block: acc[i][t]
+  // holds panel i's 16 sums for token t. Per block, group by group, each group's 64 bytes of
+  // every panel are loaded once and multiplied with every token's 4 activation quants.
+  template <int kP, int kT>
+  static HWY_INLINE void Run(const GemmArgs& a, const uint8_t* const* panel, int64_t t0,
+                             VF (&acc)[kP][kT][kHalves]) {
     const DU du;
     const DF df;
     const DI di;
@@ -203,38 +206,64 @@ struct Q8Panels {
     tile.q = act.q + act.q_index(t0, 0);
     tile.d = act.d + act.d_index(t0, 0);
     tile.init = act.init + act.init_index(t0, 0);
-    const int64_t n_blocks = a.cols / 32;
-    VF acc[kT][kHalves];
-    for (int t = 0; t < kT; ++t) {
-      for (int h = 0; h < kHalves; ++h) acc[t][h] = hn::Zero(df);
-    }
+    const int64_t n_blocks = a.cols / panels::kBlock;
     const VU flip = hn::Set(du, 0x80808080u);
+    for (int i = 0; i < kP; ++i) {
+      for (int t = 0; t < kT; ++t) {
+        for (int h = 0; h < kHalves; ++h) acc[i][t][h] = hn::Zero(df);
+      }
+    }
     for (int64_t b = 0; b < n_blocks; ++b) {
-      const uint8_t* col = panel + static_cast<size_t>(b) * kColumnBytes;
-      for (int h = 0; h < kHalves; ++h) {
-        VI s[kT];
-        for (int t = 0; t < kT; ++t)
-          s[t] = kBias != 0 ? hn::Set(di, tile.Init(b, t)) : hn::Zero(di);
-#pragma GCC unroll 8
-        for (int g = 0; g < 8; ++g) {
-          VU q = hn::LoadU(
-              du, reinterpret_cast<const uint32_t*>(col + panels::quant_offset(kLanes * h, 4 * g)));
-          if constexpr (!kSigned) q = hn::Xor(q, flip);
-          for (int t = 0; t < kT; ++t) {
-            const VI x = tile.Quants(8 * b + g, t);
-            s[t] = kSigned ? DotI8I8(s[t], q, x) : DotU8I8<kAvxVnni>(s[t], q, x);
+      const size_t off = static_cast<size_t>(b) * kColumnBytes;
+      if constexpr (kT == 1) {  // decoding: the panels stream from memory
+        for (int i = 0; i < kP; ++i) {
+          for (size_t line = 0; line < kColumnBytes; line += 64) {
+            __builtin_prefetch(panel[i] + off + kPrefetchBytes + line);
           }
         }
-        const VF d = Scales(col, h);
-        for (int t = 0; t < kT; ++t) {
-          acc[t][h] = hn::MulAdd(hn::ConvertTo(df, s[t]), hn::Mul(d, hn::Set(df, tile.Scale(b, t))),
-                                 acc[t][h]);
+      }
+      VI s[kP][kT][kHalves];
+      for (int t = 0; t < kT; ++t) {
+        const VI init = kBias != 0 ? hn::Set(di, tile.Init(b, t)) : hn::Zero(di);
+        for (int i = 0; i < kP; ++i) {
+          for (int h = 0; h < kHalves; ++h) s[i][t][h] = init;
+        }
+      }
+#pragma GCC unroll 8
+      for (int g = 0; g < 8; ++g) {
+        for (int i = 0; i < kP; ++i) {
+          for (int h = 0; h < kHalves; ++h) {
+            const uint8_t* group = panel[i] + off + panels::quant_offset(kLanes * h, 4 * g);
+            VU q = hn::LoadU(du, reinterpret_cast<const uint32_t*>(group));
+            if constexpr (!kSigned) q = hn::Xor(q, flip);
+            for (int t = 0; t < kT; ++t) {
+              const VI x = tile.Quants(8 * b + g, t);
+              s[i][t][h] =
+                  kSigned ? DotI8I8(s[i][t][h], q, x) : DotU8I8<kAvxVnni>(s[i][t][h], q, x);
+            }
+          }
+        }
+      }
+      for (int i = 0; i < kP; ++i) {
+        for (int h = 0; h < kHalves; ++h) {
+          const VF d = Scales(panel[i] + off, h);
+          for (int t = 0; t < kT; ++t) {
+            const VF scale = hn::Mul(d, hn::Set(df, tile.Scale(b, t)));
+            acc[i][t][h] = hn::MulAdd(hn::ConvertTo(df, s[i][t][h]), scale, acc[i][t][h]);
+          }
         }
       }
     }
+  }
+
+  // Tokens [t0, t0 + kT) against the panel of rows r0..r0 + 15.
+  template <int kT>
+  static HWY_INLINE void Tile(const GemmArgs& a, const uint8_t* panel, int64_t r0, int64_t t0) {
+    VF acc[1][kT][kHalves];
+    Run<1, kT>(a, &panel, t0, acc);
     for (int t = 0; t < kT; ++t) {
       for (int h = 0; h < kHalves; ++h) {
-        hn::StoreU(acc[t][h], df, a.y + (t0 + t) * a.ldy + r0 + h * kLanes);
+        hn::StoreU(acc[0][t][h], DF(), a.y + (t0 + t) * a.ldy + r0 + h * kLanes);
       }
     }
   }
@@ -250,26 +279,19 @@ struct Q8Panels {
     return kT;
   }
 
-  // Decoding one token: kStreams panels at once, block by block, each from its own part of the
-  // range (panel i of group k is first + k + i * S, S = ceil(n / kStreams)), so that the core
-  // reads kStreams sequential streams, each prefetched kPrefetchBytes ahead. Measured with 2
-  // threads (matmul_bench --huge, 8192x2048 and 2048x8192): one panel at a time 21-24 GB/s (one
-  // stream per core keeps too few reads in flight), 2, 4 or 8 at once 27-28.5 on a fast evening;
-  // on a slower one, prefetching 1, 2 or 4 KiB ahead gave 25.1 -> 26.4, 26.8, 26.6 (3 rounds
-  // each, alternating). Missing panels of the last groups repeat one (computed and dropped).
+  // Decoding one token: kStreams panels at once, each from its own part of the range (panel i of
+  // group k is first + k + i * S, S = ceil(n / kStreams)), so that the core reads kStreams
+  // sequential streams, advancing together 64 bytes at a time, each prefetched kPrefetchBytes
+  // ahead. Measured with 2 threads (matmul_bench --huge, 8192x2048 and 2048x8192): one panel at
+  // a time 21-24 GB/s (one stream per core keeps too few reads in flight), 2, 4 or 8 at once
+  // 27-28.5 on a fast evening; on a slower one, prefetching 1, 2 or 4 KiB ahead gave 25.1 ->
+  // 26.4, 26.8, 26.6, and advancing the streams group by group instead of block by block another
+  // 3-6% (3 rounds each, alternating). Missing panels of the last groups repeat one (computed and
+  // dropped).
   static constexpr int kStreams = 4;
   static constexpr size_t kPrefetchBytes = 2048;
   static void DecodePanels(const GemmArgs& a, int64_t first, int64_t n_panels) {
-    const DU du;
-    const DF df;
-    const DI di;
-    const Activations& act = *a.act;
-    const int8_t* xq = act.q + act.q_index(0, 0);
-    const float* xd = act.d + act.d_index(0, 0);
-    const int32_t* xinit = act.init + act.init_index(0, 0);
-    const int64_t n_blocks = a.cols / 32;
     const int64_t stride = (n_panels + kStreams - 1) / kStreams;
-    const VU flip = hn::Set(du, 0x80808080u);
     for (int64_t k = 0; k < stride; ++k) {
       const uint8_t* panel[kStreams];
       int64_t index[kStreams];
@@ -278,48 +300,13 @@ struct Q8Panels {
         index[i] = p < n_panels ? first + p * 16 : -1;
         panel[i] = a.w + static_cast<size_t>(first + std::min(p, n_panels - 1) * 16) * a.row_bytes;
       }
-      VF acc[kStreams][kHalves];
-      for (int i = 0; i < kStreams; ++i) {
-        for (int h = 0; h < kHalves; ++h) acc[i][h] = hn::Zero(df);
-      }
-      for (int64_t b = 0; b < n_blocks; ++b) {
-        const size_t off = static_cast<size_t>(b) * kColumnBytes;
-        for (int i = 0; i < kStreams; ++i) {
-          for (size_t line = 0; line < kColumnBytes; line += 64) {
-            __builtin_prefetch(panel[i] + off + kPrefetchBytes + line);
-          }
-        }
-        // Group by group across the streams (each group's activations loaded once): the streams
-        // advance together 64 bytes at a time, which reads 3-6% faster than one stream's whole
-        // block after another's (3 alternating rounds).
-        const int32_t init = xinit[b * kMaxTile];
-        VI s[kStreams][kHalves];
-        for (int i = 0; i < kStreams; ++i) {
-          for (int h = 0; h < kHalves; ++h) s[i][h] = kBias != 0 ? hn::Set(di, init) : hn::Zero(di);
-        }
-#pragma GCC unroll 8
-        for (int g = 0; g < 8; ++g) {
-          const VI x = BroadcastWord(xq + (8 * b + g) * kMaxTile * 4);
-          for (int i = 0; i < kStreams; ++i) {
-            for (int h = 0; h < kHalves; ++h) {
-              const uint8_t* group = panel[i] + off + panels::quant_offset(kLanes * h, 4 * g);
-              VU q = hn::LoadU(du, reinterpret_cast<const uint32_t*>(group));
-              if constexpr (!kSigned) q = hn::Xor(q, flip);
-              s[i][h] = kSigned ? DotI8I8(s[i][h], q, x) : DotU8I8<kAvxVnni>(s[i][h], q, x);
-            }
-          }
-        }
-        const VF da = hn::Set(df, xd[b * kMaxTile]);
-        for (int i = 0; i < kStreams; ++i) {
-          for (int h = 0; h < kHalves; ++h) {
-            const VF scale = hn::Mul(Scales(panel[i] + off, h), da);
-            acc[i][h] = hn::MulAdd(hn::ConvertTo(df, s[i][h]), scale, acc[i][h]);
-          }
-        }
-      }
+      VF acc[kStreams][1][kHalves];
+      Run<kStreams, 1>(a, panel, 0, acc);
       for (int i = 0; i < kStreams; ++i) {
         if (index[i] < 0) continue;
-        for (int h = 0; h < kHalves; ++h) hn::StoreU(acc[i][h], df, a.y + index[i] + h * kLanes);
+        for (int h = 0; h < kHalves; ++h) {
+          hn::StoreU(acc[i][0][h], DF(), a.y + index[i] + h * kLanes);
+        }
       }
     }
   }
