@@ -146,10 +146,10 @@ void BatchRunner::attention(int64_t layer, std::span<const SeqChunk> batch) {
 }
 
 bool Model::prompt_arithmetic_differs() const {
-  if (tensor::prompt_kernels_differ(output_.type)) return true;
+  if (tensor::prompt_kernels_differ(output_)) return true;
   for (const LayerWeights& L : layers_) {
     for (const tensor::MatrixView* w : L.matrices()) {
-      if (tensor::prompt_kernels_differ(w->type)) return true;
+      if (tensor::prompt_kernels_differ(*w)) return true;
     }
   }
   return false;
@@ -169,7 +169,7 @@ void BatchRunner::linear(const tensor::MatrixView& w, const float* x, const Kind
                          float* y) {
   const auto T = static_cast<int64_t>(kinds.order.size());
   const int64_t n_prompt = kinds.n_prompt;
-  if (n_prompt == 0 || n_prompt == T || !tensor::prompt_kernels_differ(w.type)) {
+  if (n_prompt == 0 || n_prompt == T || !tensor::prompt_kernels_differ(w)) {
     tensor::matmul(w, x, T, y, pool_,
                    n_prompt == T ? tensor::TokenKind::kPrompt : tensor::TokenKind::kGenerated);
     return;

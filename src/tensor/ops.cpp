@@ -77,9 +77,15 @@ int slot_of(const MatrixView& w) {
 
 }  // namespace
 
-bool prompt_kernels_differ(gguf::TensorType type) {
-  const int slot = kernels::slot_of(type);
+bool prompt_kernels_differ(const MatrixView& w) {
+  const int slot = slot_of(w);
   return slot >= 0 && kernels::active().prompt[slot].gemm != nullptr;
+}
+
+bool prompt_kernels_differ(gguf::TensorType type) {
+  MatrixView w;
+  w.type = type;
+  return prompt_kernels_differ(w);
 }
 
 void matmul(const MatrixView& w, const float* x, int64_t n_tokens, float* y, ThreadPool* pool,

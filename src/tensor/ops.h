@@ -63,6 +63,8 @@ void matmul(const MatrixView& w, const float* x, int64_t n_tokens, float* y, Thr
 // Whether kPrompt products of this weight type use other kernels than kGenerated ones on the
 // CPU target in use (and so give slightly different sums).
 bool prompt_kernels_differ(gguf::TensorType type);
+// The same for a matrix, whose layout picks its kernels too.
+bool prompt_kernels_differ(const MatrixView& w);
 
 // Dequantizes row r of w (either layout) into out (w.cols floats).
 void get_row(const MatrixView& w, int64_t r, float* out);
